@@ -1,0 +1,892 @@
+--- paho.mqtt: an MQTT 3.1/3.1.1/5 client for Lua, on Eclipse paho.mqtt.c.
+--
+-- This Lua layer holds what is easier in Lua: option checking with helpful
+-- messages, tokens, the dispatcher that runs handlers in coroutines, waits
+-- that yield inside handlers and dispatch on the main thread, and iterators.
+-- The C core (paho.mqtt.core) wraps paho's MQTTAsync API and queues every
+-- event paho reports on its own threads; nothing here ever runs on them.
+local core = require "paho.mqtt.core"
+local options = require "paho.mqtt.options"
+
+local check, range, nrange, oneof = options.check, options.range, options.nrange, options.oneof
+local type, pairs, ipairs, select, error, tostring, setmetatable, next =
+  type, pairs, ipairs, select, error, tostring, setmetatable, next
+local co_create, co_resume, co_yield, co_running, co_status =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
+local now, poll = core.now, core.poll
+local unpack = table.unpack or unpack -- luacheck: ignore 143
+local fmt = string.format
+
+local M = {
+  VERSION = "0.1.0",
+  PAHO_VERSION = core.PAHO_VERSION,
+  NEVER_EXPIRE = 0xFFFFFFFF,
+}
+
+--- The name of an MQTT reason code: mqtt.reason(0x87) -> "not authorized".
+function M.reason(code)
+  if type(code) ~= "number" then
+    error("bad argument #1 to reason (number expected, got " .. type(code) .. ")", 2)
+  end
+  return core.reason(code)
+end
+
+local function reason_text(code)
+  return fmt("0x%02X %s", code, core.reason(code))
+end
+
+-----------------------------------------------------------------------------
+-- Scheduler: handler coroutines, waits, dispatch across clients
+
+local clients = setmetatable({}, { __mode = "k" }) -- every open client
+local DONE, WAIT = {}, {}                             -- yield markers
+local ours = setmetatable({}, { __mode = "k" })      -- our handler coroutines
+local pool = {}                                       -- idle handler coroutines
+local sleepers = {}                                   -- suspended waits
+local depth = 0                                       -- dispatch nesting
+local POOL_MAX = 64
+
+local function running_handler()
+  local co = co_running()
+  if co and ours[co] then return co end
+  return nil
+end
+
+local function co_body(f, a, b)
+  while true do
+    f(a, b)
+    f, a, b = co_yield(DONE)
+  end
+end
+
+local function report(client, err, event)
+  local h = client and client._handlers.error
+  if h then
+    local ok, e2 = pcall(h, err, event)
+    if ok then return end
+    err = tostring(err) .. " (and the error handler raised: " .. tostring(e2) .. ")"
+  end
+  io.stderr:write(fmt("paho.mqtt: %s handler raised: %s\n", tostring(event), tostring(err)))
+end
+
+-- resume one of our coroutines and file it according to what it yields
+local function step(co, rec, ...)
+  local ok, r1, r2 = co_resume(co, ...)
+  if not ok then
+    ours[co] = nil
+    report(rec.client, debug.traceback(co, r1), rec.event)
+  elseif r1 == DONE then
+    if #pool < POOL_MAX then pool[#pool + 1] = co else ours[co] = nil end
+  elseif r1 == WAIT then
+    r2.co, r2.client, r2.event = co, rec.client, rec.event
+    sleepers[#sleepers + 1] = r2
+  else
+    ours[co] = nil
+    report(rec.client, "a handler yielded outside a paho.mqtt wait; use mqtt.sleep or token:wait", rec.event)
+  end
+end
+
+-- run handler f(a, b) for client's event `name` in a coroutine of its own
+local function spawn(client, name, f, a, b)
+  local co = pool[#pool]
+  if co then pool[#pool] = nil else
+    co = co_create(co_body)
+    ours[co] = true
+  end
+  step(co, { client = client, event = name }, f, a, b)
+end
+
+-- resume every suspended wait whose condition holds or whose time is up
+local function wake_sleepers()
+  if #sleepers == 0 then return end
+  local t = now()
+  local list = sleepers
+  sleepers = {}
+  for i = 1, #list do
+    local s = list[i]
+    local r = { s.cond() }
+    if r[1] then
+      step(s.co, s, unpack(r, 2, 4))
+    elseif s.deadline and t >= s.deadline then
+      step(s.co, s, nil, s.timeout_msg or "timeout", "timeout")
+    else
+      sleepers[#sleepers + 1] = s
+    end
+  end
+end
+
+local function earliest_deadline()
+  local d
+  for i = 1, #sleepers do
+    local s = sleepers[i]
+    if s.deadline and (not d or s.deadline < d) then d = s.deadline end
+  end
+  return d
+end
+
+local handle_event -- defined with the client
+
+-- handle what client c has queued; at most `max` events
+local function drain(c, max)
+  local n = 0
+  local core_c = c._c
+  while n < max do
+    if not c._c then break end
+    if handle_event(c, core_c:next()) == false then break end
+    n = n + 1
+  end
+  return n
+end
+
+-- wait up to `timeout` seconds for events on the given clients, handle them
+local function dispatch_clients(list, timeout)
+  depth = depth + 1
+  local ok, n = pcall(function()
+    local fds = {}
+    for i = 1, #list do
+      local c = list[i]
+      if c._c then fds[#fds + 1] = c._c:fd() end
+    end
+    local d = earliest_deadline()
+    if d then
+      local left = d - now()
+      if left < 0 then left = 0 end
+      if timeout < 0 or left < timeout then timeout = left end
+    end
+    if #fds > 0 then
+      poll(fds, timeout)
+    elseif timeout > 0 then
+      poll({}, timeout)
+    end
+    local total = 0
+    for i = 1, #list do
+      total = total + drain(list[i], 10000)
+    end
+    wake_sleepers()
+    return total
+  end)
+  depth = depth - 1
+  if not ok then error(n, 0) end
+  return n
+end
+
+local function all_clients()
+  local list = {}
+  for c in pairs(clients) do
+    if c._c then list[#list + 1] = c end
+  end
+  return list
+end
+
+-- Wait until cond() returns true (then return what follows it) or the
+-- deadline passes. Inside a handler coroutine this yields to the
+-- dispatcher; anywhere else it dispatches every client until done.
+local function wait_for(cond, deadline, timeout_msg)
+  local r = { cond() }
+  if r[1] then return unpack(r, 2, 4) end
+  if running_handler() then
+    return co_yield(WAIT, { cond = cond, deadline = deadline, timeout_msg = timeout_msg })
+  end
+  if depth > 0 then
+    error("cannot wait here: inside a dispatch, waits work in paho.mqtt handlers (which yield) or at top level", 3)
+  end
+  while true do
+    local t = now()
+    if deadline and t >= deadline then return nil, timeout_msg or "timeout", "timeout" end
+    dispatch_clients(all_clients(), deadline and (deadline - t) or 1.0)
+    r = { cond() }
+    if r[1] then return unpack(r, 2, 4) end
+  end
+end
+
+--- Waits `s` seconds: yields inside a handler, dispatches every client elsewhere.
+function M.sleep(s)
+  if type(s) ~= "number" or s < 0 then
+    error("bad argument #1 to sleep (non-negative number expected, got " .. options.describe(s) .. ")", 2)
+  end
+  local deadline = now() + s
+  wait_for(function() return now() >= deadline, true end, deadline)
+  return true
+end
+
+--- Handles events of every client for up to `timeout` seconds (0 = do not wait).
+function M.dispatch(timeout)
+  timeout = timeout or 0
+  if type(timeout) ~= "number" or timeout < 0 then
+    error("bad argument #1 to dispatch (non-negative number expected, got " .. options.describe(timeout) .. ")", 2)
+  end
+  if running_handler() or depth > 0 then
+    error("dispatch: called from inside a handler; handlers may wait (token:wait, mqtt.sleep) instead", 2)
+  end
+  return dispatch_clients(all_clients(), timeout)
+end
+
+local stopped = false
+--- Dispatches every client until mqtt.stop() or until no client is open.
+function M.run()
+  if running_handler() or depth > 0 then
+    error("run: called from inside a handler", 2)
+  end
+  stopped = false
+  while not stopped do
+    local list = all_clients()
+    if #list == 0 and #sleepers == 0 then break end
+    dispatch_clients(list, 1.0)
+  end
+  stopped = false
+  return true
+end
+
+function M.stop() stopped = true end
+
+-----------------------------------------------------------------------------
+-- Tokens
+
+local Token = {}
+Token.__index = Token
+
+local function new_token(client, kind)
+  return setmetatable({ _client = client, kind = kind }, Token)
+end
+
+local function finish(tok, ok, msg, code, value)
+  if tok.status ~= nil then return end
+  tok.status = ok
+  tok.message, tok.code, tok.value = msg, code, value
+end
+
+local function token_result(tok)
+  if tok.status == true then return true, true end
+  return true, nil, tok.message, tok.code
+end
+
+--- true once the request has completed (successfully or not).
+function Token:done()
+  return self.status ~= nil
+end
+
+--- Waits for completion: true | nil, message, code.
+function Token:wait(timeout)
+  if getmetatable(self) ~= Token then error("bad self to token:wait (token expected)", 2) end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("bad argument #1 to wait (non-negative number of seconds expected, got " .. options.describe(timeout) .. ")", 2)
+  end
+  if self.status ~= nil then
+    if self.status then return true end
+    return nil, self.message, self.code
+  end
+  local client = self._client
+  local gen = client._loss_gen
+  local function cond()
+    if self.status ~= nil then return token_result(self) end
+    if client._closed then return true, nil, fmt("%s: the client was closed", self.kind), "closed" end
+    if client._loss_gen ~= gen then
+      return true, nil, fmt("%s: the connection was lost while waiting (%s)", self.kind,
+        client._loss and client._loss.message or "unknown cause"), "disconnected"
+    end
+    return false
+  end
+  return wait_for(cond, timeout and (now() + timeout),
+    fmt("%s: no answer within %g s", self.kind, timeout or 0))
+end
+
+-----------------------------------------------------------------------------
+-- Client
+
+local Client = {}
+Client.__index = Client
+
+local function checkself(self, fname)
+  if getmetatable(self) ~= Client then
+    error(fmt("bad self to %s (paho.mqtt client expected, got %s; call it as client:%s(...))",
+      fname, type(self), fname), 3)
+  end
+  if self._closed then error(fname .. ": the client is closed", 3) end
+  return self._c
+end
+
+local uri_rule = function(v)
+  if type(v) ~= "string" then return false, "URI string" end
+  local scheme = v:match("^(%a+)://")
+  if not scheme then return false, "URI like 'tcp://host:1883'" end
+  local ok = ({ tcp = 1, mqtt = 1, ssl = 1, mqtts = 1, ws = 1, wss = 1 })[scheme:lower()]
+  if not ok then return false, "tcp://, mqtt://, ssl://, mqtts://, ws:// or wss:// URI" end
+  return true
+end
+
+local function normal_uri(u)
+  return (u:gsub("^[Mm][Qq][Tt][Tt][Ss]://", "ssl://"):gsub("^[Mm][Qq][Tt][Tt]://", "tcp://"))
+end
+
+local client_spec = {
+  uri = uri_rule,
+  uris = "table",
+  id = "string",
+  version = oneof(3, 4, 5),
+  persistence = function(v)
+    if v == nil or v == "memory" then return true end
+    if type(v) == "table" and type(v.dir) == "string" then return true end
+    return false, "'memory' or {dir = 'path'}"
+  end,
+  offline_queue = range(0, 2 ^ 30),
+  queue_max = range(1, 2 ^ 30),
+  queue_max_bytes = range(1024, 2 ^ 31 - 1),
+}
+
+local idseq = 0
+local function random_id()
+  idseq = idseq + 1
+  return fmt("lua-%x-%x%04x", idseq, os.time() % 0x10000000, math.random(0, 0xffff))
+end
+
+--- Creates a client: mqtt.client{uri = ..., id = ..., version = 5, ...}.
+function M.client(opts)
+  if opts == nil then opts = {} end
+  check(opts, client_spec, "client")
+  local uris = {}
+  if opts.uris then
+    if opts.uri then error("bad options to client (give 'uri' or 'uris', not both)", 2) end
+    for i, u in ipairs(opts.uris) do
+      local ok, expected = uri_rule(u)
+      if not ok then error(fmt("bad option 'uris' to client (item %d: %s expected, got %s)", i, expected,
+        options.describe(u)), 2) end
+      uris[i] = normal_uri(u)
+    end
+    if #uris == 0 then error("bad option 'uris' to client (non-empty list expected)", 2) end
+  else
+    uris[1] = normal_uri(opts.uri or "tcp://127.0.0.1:1883")
+  end
+  local version = opts.version or 5
+  local id = opts.id
+  if id == nil then id = random_id() end
+  if id == "" and version ~= 5 then
+    -- 3.1.1 allows an empty id only with a clean session; 3.1 never
+    if version == 3 then error("bad option 'id' to client (MQTT 3.1 needs a client id)", 2) end
+  end
+  local c, err, code = core.new {
+    uris = uris, id = id, version = version,
+    persist_dir = type(opts.persistence) == "table" and opts.persistence.dir or nil,
+    offline_queue = opts.offline_queue or 0,
+    queue_max = opts.queue_max or 10000,
+    queue_max_bytes = opts.queue_max_bytes or 64 * 1024 * 1024,
+  }
+  if not c then return nil, err, code end
+  local self = setmetatable({
+    _c = c,
+    _uris = uris,
+    _id = id,
+    version = version,
+    _handlers = {},
+    _tokens = {},
+    _state = "disconnected",
+    _loss_gen = 0,
+    _stats = { messages_out = 0, bytes_out = 0, reconnects = 0 },
+    _inbox = nil,
+  }, Client)
+  clients[self] = true
+  return self
+end
+
+function Client:__tostring()
+  return fmt("paho.mqtt client '%s' (%s, %s)", tostring(self._id), self._uris[1], self._state)
+end
+
+local events = { message = 1, connect = 1, disconnect = 1, connect_failed = 1, error = 1 }
+
+--- Sets the handler for an event ("message", "connect", "disconnect",
+-- "connect_failed", "error"); nil removes it. Returns the client.
+function Client:on(name, handler)
+  checkself(self, "on")
+  if type(name) ~= "string" or not events[name] then
+    local hint = type(name) == "string" and options.closest(name, events)
+    error(fmt("bad argument #1 to on (event name expected: message, connect, disconnect, connect_failed or error; got %s%s)",
+      options.describe(name), hint and ("; did you mean '" .. hint .. "'?") or ""), 2)
+  end
+  if handler ~= nil and type(handler) ~= "function" then
+    local mt = getmetatable(handler)
+    if not (mt and mt.__call) then
+      error("bad argument #2 to on (function expected, got " .. type(handler) .. ")", 2)
+    end
+  end
+  self._handlers[name] = handler
+  return self
+end
+
+function Client:state()
+  if self._closed then return "closed" end
+  return self._state
+end
+
+function Client:is_connected()
+  if self._closed then return false end
+  return self._state == "connected" and self._c:is_connected()
+end
+
+function Client:fd()
+  return checkself(self, "fd"):fd()
+end
+Client.pollfd = Client.fd
+
+function Client:events() return "r" end
+
+--- For pollers: seconds until a suspended wait needs attention, or nil.
+function Client:timeout()
+  local d = earliest_deadline()
+  if not d then return nil end
+  local left = d - now()
+  return left > 0 and left or 0
+end
+
+--- Handles this client's events for up to `timeout` seconds.
+function Client:dispatch(timeout)
+  checkself(self, "dispatch")
+  timeout = timeout or 0
+  if type(timeout) ~= "number" or timeout < 0 then
+    error("bad argument #1 to dispatch (non-negative number expected, got " .. options.describe(timeout) .. ")", 2)
+  end
+  if running_handler() or depth > 0 then
+    error("dispatch: called from inside a handler; handlers may wait (token:wait, mqtt.sleep) instead", 2)
+  end
+  return dispatch_clients({ self }, timeout)
+end
+
+function Client:run()
+  checkself(self, "run")
+  if running_handler() or depth > 0 then error("run: called from inside a handler", 2) end
+  self._stop = false
+  while not self._stop and not self._closed do
+    if self._state == "disconnected" and self._ever_connected and not self._reconnecting then break end
+    dispatch_clients({ self }, 1.0)
+  end
+  self._stop = false
+  return true
+end
+
+function Client:stop() self._stop = true end
+
+-----------------------------------------------------------------------------
+-- Events from the core
+
+local connack3 = {
+  [1] = "unacceptable protocol version", [2] = "identifier rejected",
+  [3] = "server unavailable", [4] = "bad user name or password", [5] = "not authorized",
+}
+
+local function fire(self, name, a, b)
+  local h = self._handlers[name]
+  if h then spawn(self, name, h, a, b) end
+end
+
+local function op_failure(self, kind, rc, reason, text)
+  if kind == "connect" then
+    if self.version == 5 and reason and reason >= 0x80 then
+      return fmt("connect refused: %s", reason_text(reason)), "refused", reason
+    elseif self.version ~= 5 and rc >= 1 and rc <= 5 then
+      return fmt("connect refused: CONNACK return code %d %s", rc, connack3[rc]), "refused", rc
+    end
+    local t = text or ("paho code " .. tostring(rc))
+    if t:find("timeout", 1, true) then return "connect timed out: " .. t, "timeout" end
+    return "connect failed: " .. t .. (rc and fmt(" (paho code %d)", rc) or ""), "network"
+  end
+  if rc == -11 then -- MQTTASYNC_OPERATION_INCOMPLETE
+    return fmt("%s: not completed (%s)", kind, text or "the client was closed or disconnected"),
+      self._closed and "closed" or "disconnected"
+  end
+  if reason and reason >= 0x80 then
+    return fmt("%s refused: %s", kind, reason_text(reason)), "refused", reason
+  end
+  if rc == -3 then
+    return kind .. ": " .. self._c:not_connected(), "not_connected"
+  end
+  return fmt("%s failed: %s (paho code %d)", kind, text or "unknown error", rc or 0), "error"
+end
+
+local function lost(self, cause, message, code)
+  if self._state ~= "connected" then return end
+  self._state = "disconnected"
+  self._loss_gen = self._loss_gen + 1
+  self._loss = { cause = cause, message = message, code = code, at = now() }
+  fire(self, "disconnect", { cause = cause, message = message, code = code, reconnecting = false })
+end
+
+local function complete_op(self, kind, token, ok, rc, reason, text, extra, props)
+  if kind == "connect" then
+    local tok = self._connect_tok
+    self._connect_tok = nil
+    if ok then
+      self._state = "connected"
+      self._ever_connected = true
+      local info = { session_present = extra, uri = text, properties = props or {}, reconnect = false }
+      if tok then finish(tok, true, nil, nil, info) end
+      fire(self, "connect", info)
+    else
+      self._state = "disconnected"
+      local msg, code, rcode = op_failure(self, kind, rc, reason, text)
+      if tok then finish(tok, false, msg, code) end
+      fire(self, "connect_failed", { message = msg, code = rcode, cause = code })
+    end
+    return
+  end
+  if kind == "disconnect" then
+    local tok = self._disconnect_tok
+    self._disconnect_tok = nil
+    if self._state == "connected" or self._state == "disconnecting" then
+      self._state = "connected"
+      lost(self, "client", "disconnected by the client")
+    end
+    if tok then finish(tok, true) end
+    return
+  end
+  local tokens = self._tokens
+  local tok = tokens[token]
+  if not tok then return end
+  local more = self._more and self._more[token]
+  if more and #more > 0 then tokens[token] = table.remove(more, 1) else tokens[token] = nil end
+  if not ok then
+    local msg, code = op_failure(self, kind, rc, reason, text)
+    finish(tok, false, msg, code)
+  elseif kind == "publish" and reason and reason >= 0x80 then
+    finish(tok, false, fmt("publish refused: %s", reason_text(reason)), "refused")
+  else
+    finish(tok, true, nil, nil, { codes = type(extra) == "table" and extra or nil, properties = props })
+  end
+end
+
+function handle_event(self, ev, a, b, c, d, e, f, g, h)
+  if ev == nil then return false end
+  if ev == "message" then
+    local inbox = self._inbox
+    if inbox then
+      inbox.last = inbox.last + 1
+      inbox[inbox.last] = a
+    end
+    local handler = self._handlers.message
+    if handler then spawn(self, "message", handler, a) end
+  elseif ev == "op" then
+    complete_op(self, a, b, c, d, e, f, g, h)
+  elseif ev == "lost" then
+    lost(self, a, b)
+  elseif ev == "disconnected" then
+    lost(self, "broker", b, a)
+  end
+  return true
+end
+
+-----------------------------------------------------------------------------
+-- Requests
+
+local function props_rule(v)
+  if type(v) == "table" then return true end
+  return false, "properties table"
+end
+
+local will_spec = {
+  topic = "string", payload = "string", qos = range(0, 2), retain = "boolean", properties = props_rule,
+}
+local tls_spec = {
+  ca_file = "string", ca_path = "string", cert_file = "string", key_file = "string",
+  key_password = "string", verify = "boolean", alpn = "table", ciphers = "string",
+}
+local connect_spec = {
+  keepalive = range(0, 65535),
+  clean_start = function(v)
+    if type(v) == "boolean" or v == "first" then return true end
+    return false, "true, false or 'first'"
+  end,
+  session_expiry = range(0, 0xFFFFFFFF),
+  username = "string",
+  password = "string",
+  will = "table",
+  timeout = nrange(0.001, 3600),
+  reconnect = function(v)
+    if type(v) == "boolean" or type(v) == "table" then return true end
+    return false, "boolean or {min = s, max = s}"
+  end,
+  resubscribe = "boolean",
+  tls = "table",
+  http_proxy = "string",
+  properties = props_rule,
+}
+
+--- Connects and waits for the CONNACK: true, info | nil, message, code.
+function Client:connect(opts)
+  local c = checkself(self, "connect")
+  opts = check(opts, connect_spec, "connect")
+  if opts.will then check(opts.will, will_spec, "connect", "will") end
+  if opts.tls then check(opts.tls, tls_spec, "connect", "tls") end
+  if self.version ~= 5 and opts.session_expiry and opts.session_expiry ~= 0 then
+    error(fmt("bad option 'session_expiry' to connect (MQTT 5 only; this client uses %s)",
+      self.version == 4 and "3.1.1" or "3.1"), 2)
+  end
+  if self.version ~= 5 and opts.properties then
+    error("bad option 'properties' to connect (MQTT 5 only)", 2)
+  end
+  if self._state == "connected" and c:is_connected() then
+    return nil, "connect: already connected", "connected"
+  end
+  if self._state == "connecting" then
+    return nil, "connect: a connect is already in progress", "connecting"
+  end
+  local clean = opts.clean_start
+  if clean == nil then clean = true end
+  if clean == "first" then clean = not self._ever_connected end
+  local timeout = opts.timeout or 10
+  local o = {
+    keepalive = opts.keepalive or 60,
+    clean = clean,
+    session_expiry = opts.session_expiry,
+    username = opts.username,
+    password = opts.password,
+    will = opts.will,
+    timeout = math.max(1, math.ceil(timeout)),
+    tls = opts.tls,
+    http_proxy = opts.http_proxy,
+    properties = opts.properties,
+  }
+  if #self._uris > 1 then o.uris = self._uris end
+  if not o.tls then
+    for _, u in ipairs(self._uris) do
+      if u:match("^ssl://") or u:match("^wss://") then o.tls = {} break end
+    end
+  end
+  local ok, err, code = c:connect(o)
+  if not ok then return nil, err, code end
+  self._state = "connecting"
+  local tok = new_token(self, "connect")
+  self._connect_tok = tok
+  local r, msg, ecode = tok:wait(timeout + 2)
+  if r then return true, tok.value end
+  if ecode == "timeout" and self._connect_tok == tok then
+    self._state = "disconnected"
+    self._connect_tok = nil
+    msg = fmt("connect timed out: no CONNACK within %g s", timeout)
+  end
+  return nil, msg, ecode
+end
+
+local function track(self, token, kind)
+  local tok = new_token(self, kind)
+  local tokens = self._tokens
+  if tokens[token] then
+    -- paho reused the id before we saw the earlier completion: keep order
+    self._more = self._more or {}
+    local q = self._more[token] or {}
+    self._more[token] = q
+    q[#q + 1] = tok
+  else
+    tokens[token] = tok
+  end
+  return tok
+end
+
+local sub_spec = {
+  qos = range(0, 2), no_local = "boolean", retain_as_published = "boolean",
+  retain_handling = range(0, 2), properties = props_rule,
+}
+
+local function sub_opts(v, fname)
+  if type(v) == "number" or v == nil then
+    if v ~= nil and not (options.is_integer(v) and v >= 0 and v <= 2) then
+      error(fmt("bad argument 'qos' to %s (0, 1 or 2 expected, got %s)", fname, tostring(v)), 4)
+    end
+    return { qos = v or 0 }
+  end
+  check(v, sub_spec, fname, "subscription options")
+  return v
+end
+
+local function granted_result(self, codes, filters, props)
+  for i, code in ipairs(codes) do
+    if code >= 0x80 then
+      if self.version == 5 then
+        return nil, fmt("subscribe refused: %s (filter '%s')", reason_text(code), filters[i]), "refused"
+      end
+      return nil, fmt("subscribe refused: the broker returned failure 0x80 for filter '%s'", filters[i]), "refused"
+    end
+  end
+  return codes, { reason_codes = codes, properties = props }
+end
+
+--- subscribe(filter, qos_or_opts) -> granted, info
+--- subscribe{ {filter, qos_or_opts}, ... } -> {granted...}, info
+function Client:subscribe(filter, opts)
+  local c = checkself(self, "subscribe")
+  local filters, sopts, props = {}, {}, nil
+  local many = type(filter) == "table"
+  if many then
+    if opts ~= nil then error("bad argument #2 to subscribe (not used with a list of subscriptions)", 2) end
+    for i, item in ipairs(filter) do
+      if type(item) ~= "table" or type(item[1]) ~= "string" then
+        error(fmt("bad argument #1 to subscribe (item %d: {filter, qos_or_opts} expected)", i), 2)
+      end
+      filters[i] = item[1]
+      sopts[i] = sub_opts(item[2], "subscribe")
+      props = props or sopts[i].properties
+    end
+    if #filters == 0 then error("bad argument #1 to subscribe (empty list)", 2) end
+  elseif type(filter) == "string" then
+    filters[1] = filter
+    sopts[1] = sub_opts(opts, "subscribe")
+    props = sopts[1].properties
+  else
+    error("bad argument #1 to subscribe (topic filter string or list expected, got " .. type(filter) .. ")", 2)
+  end
+  local token, err, code = c:subscribe(filters, sopts, props)
+  if not token then return nil, err, code end
+  local tok = track(self, token, "subscribe")
+  local ok, emsg, ecode = tok:wait()
+  if not ok then return nil, emsg, ecode end
+  local res = tok.value
+  local codes = res.codes or {}
+  local granted, info = granted_result(self, codes, filters, res.properties)
+  if not granted then return nil, info, "refused" end
+  if many then return granted, info end
+  return granted[1], info
+end
+
+--- unsubscribe(filter_or_list) -> true | nil, message, code
+function Client:unsubscribe(filter, props)
+  local c = checkself(self, "unsubscribe")
+  local filters = type(filter) == "table" and filter or { filter }
+  if type(filter) ~= "table" and type(filter) ~= "string" then
+    error("bad argument #1 to unsubscribe (topic filter string or list expected, got " .. type(filter) .. ")", 2)
+  end
+  local token, err, code = c:unsubscribe(filters, props)
+  if not token then return nil, err, code end
+  local res, emsg, ecode = track(self, token, "unsubscribe"):wait()
+  if not res then return nil, emsg, ecode end
+  return true
+end
+
+local pub_spec = { qos = range(0, 2), retain = "boolean", properties = props_rule }
+
+--- publish(topic, payload, opts) -> token | nil, message, code. Does not wait.
+function Client:publish(topic, payload, opts)
+  local c = checkself(self, "publish")
+  local qos, retain, props
+  if opts ~= nil then
+    check(opts, pub_spec, "publish")
+    qos, retain, props = opts.qos, opts.retain, opts.properties
+  end
+  if type(topic) ~= "string" then
+    error("bad argument #1 to publish (topic string expected, got " .. type(topic) .. ")", 2)
+  end
+  if payload ~= nil and type(payload) ~= "string" then
+    error("bad argument #2 to publish (string payload or nil expected, got " .. type(payload) .. ")", 2)
+  end
+  local token, err, code = c:publish(topic, payload, qos, retain, props)
+  if not token then return nil, err, code end
+  local st = self._stats
+  st.messages_out = st.messages_out + 1
+  st.bytes_out = st.bytes_out + (payload and #payload or 0)
+  return track(self, token, "publish")
+end
+
+local disconnect_spec = {
+  timeout = nrange(0, 3600), reason = range(0, 255), session_expiry = range(0, 0xFFFFFFFF),
+  properties = props_rule,
+}
+
+--- disconnect{timeout, reason, session_expiry, properties} -> true | nil, message, code
+function Client:disconnect(opts)
+  local c = checkself(self, "disconnect")
+  opts = check(opts, disconnect_spec, "disconnect")
+  if self.version ~= 5 and (opts.reason or opts.session_expiry or opts.properties) then
+    error("bad option to disconnect ('reason', 'session_expiry' and 'properties' are MQTT 5 only)", 2)
+  end
+  if self._state ~= "connected" or not c:is_connected() then
+    if self._state == "connected" then
+      -- the loss is known to paho but not dispatched yet
+      drain(self, 10000)
+    end
+    return nil, "disconnect: " .. c:not_connected(), "not_connected"
+  end
+  local ok, err, code = c:disconnect(opts.timeout or 0, opts.reason, opts.session_expiry, opts.properties)
+  if not ok then return nil, err, code end
+  self._state = "disconnecting"
+  local tok = new_token(self, "disconnect")
+  self._disconnect_tok = tok
+  local r, emsg, ecode = tok:wait((opts.timeout or 0) + 5)
+  if not r and self._state == "disconnecting" then
+    self._state = "connected"
+    lost(self, "client", "disconnected by the client")
+  end
+  if not r and ecode ~= "disconnected" then return nil, emsg, ecode end
+  return true
+end
+
+--- Closes the client: disconnects and frees everything. Idempotent.
+function Client:close()
+  if getmetatable(self) ~= Client then error("bad self to close (paho.mqtt client expected)", 2) end
+  if self._closed then return true end
+  local was = self._state
+  self._closed = true
+  clients[self] = nil
+  self._c:close()
+  self._state = "closed"
+  if was == "connected" then
+    self._loss_gen = self._loss_gen + 1
+    self._loss = { cause = "client", message = "the client was closed", at = now() }
+  end
+  return true
+end
+Client.__close = Client.close
+
+--- What a person watching a live system needs (see the API reference).
+function Client:stats()
+  if self._closed then
+    return { state = "closed", messages_out = self._stats.messages_out, bytes_out = self._stats.bytes_out }
+  end
+  local s = self._c:stats()
+  s.state = self:state()
+  local inflight = 0
+  for _ in pairs(self._tokens) do inflight = inflight + 1 end
+  s.inflight = inflight
+  s.messages_out = self._stats.messages_out
+  s.bytes_out = self._stats.bytes_out
+  s.reconnects = self._stats.reconnects
+  if s.keepalive and s.keepalive > 0 then s.detect_within = 2.5 * s.keepalive end
+  s.offline_queued = 0
+  return s
+end
+
+--- Iterator over arriving messages: for msg in client:messages{timeout = s} do ... end
+-- ends after `timeout` seconds without a message (default: never) or on close.
+-- While an iterator is open, arriving messages are kept for it (the
+-- "message" handler, if any, still runs).
+function Client:messages(opts)
+  checkself(self, "messages")
+  opts = check(opts, { timeout = nrange(0, 1e9) }, "messages")
+  local timeout = opts.timeout
+  local inbox = self._inbox
+  if not inbox then
+    inbox = { first = 1, last = 0 }
+    self._inbox = inbox
+  end
+  self._iterators = (self._iterators or 0) + 1
+  local finished = false
+  local function pop()
+    if inbox.first <= inbox.last then
+      local m = inbox[inbox.first]
+      inbox[inbox.first] = nil
+      inbox.first = inbox.first + 1
+      return true, m
+    end
+    if self._closed then return true, nil end
+    return false
+  end
+  return function()
+    if finished then return nil end
+    local msg = wait_for(pop, timeout and (now() + timeout))
+    if msg == nil then
+      finished = true
+      self._iterators = self._iterators - 1
+      if self._iterators == 0 then self._inbox = nil end
+    end
+    return msg
+  end
+end
+
+M.Client = Client
+M.Token = Token
+return M

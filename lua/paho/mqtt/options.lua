@@ -1,0 +1,131 @@
+--- Option-table checking with messages that name the function, the option
+-- and what was expected, and suggest the closest valid name for a typo.
+local M = {}
+
+local type, pairs, tostring, math_type = type, pairs, tostring, math.type
+
+local function distance(a, b)
+  -- Levenshtein distance, small strings only
+  local la, lb = #a, #b
+  if la == 0 then return lb end
+  if lb == 0 then return la end
+  local prev = {}
+  for j = 0, lb do prev[j] = j end
+  for i = 1, la do
+    local cur = { [0] = i }
+    local ca = a:sub(i, i)
+    for j = 1, lb do
+      local cost = (ca == b:sub(j, j)) and 0 or 1
+      local v = prev[j] + 1
+      if cur[j - 1] + 1 < v then v = cur[j - 1] + 1 end
+      if prev[j - 1] + cost < v then v = prev[j - 1] + cost end
+      cur[j] = v
+    end
+    prev = cur
+  end
+  return prev[lb]
+end
+
+--- The valid name closest to `name`, or nil when none is close.
+function M.closest(name, spec)
+  local best, bestd
+  local plain = name:lower():gsub("[_%-]", "")
+  for k in pairs(spec) do
+    local d = distance(name, k)
+    if k:gsub("_", "") == plain then d = 0 end
+    if d <= 3 and (not bestd or d < bestd or (d == bestd and k < best)) then
+      best, bestd = k, d
+    end
+  end
+  return best
+end
+
+local function is_integer(v)
+  if math_type then return math_type(v) == "integer" or (type(v) == "number" and v % 1 == 0) end
+  return type(v) == "number" and v % 1 == 0
+end
+
+local checkers = {
+  string = function(v) return type(v) == "string" end,
+  number = function(v) return type(v) == "number" end,
+  integer = is_integer,
+  boolean = function(v) return type(v) == "boolean" end,
+  table = function(v) return type(v) == "table" end,
+  ["function"] = function(v) return type(v) == "function" end,
+  any = function() return true end,
+}
+
+local function describe(v)
+  if type(v) == "number" then return "number " .. tostring(v) end
+  if type(v) == "string" then return "string '" .. v .. "'" end
+  return type(v)
+end
+
+--- Checks table `t` (argument `argn` of `fname`) against `spec`:
+-- spec[name] = "type" or "type|type" or a function(value) -> ok, expected.
+-- Raises (level 3: the caller of the public function) on the first problem.
+function M.check(t, spec, fname, what)
+  what = what or "options"
+  if t == nil then return {} end
+  if type(t) ~= "table" then
+    error(("bad argument to %s (%s table expected, got %s)"):format(fname, what, describe(t)), 3)
+  end
+  for k, v in pairs(t) do
+    local rule = type(k) == "string" and spec[k]
+    if not rule then
+      local hint = type(k) == "string" and M.closest(k, spec)
+      error(("unknown option '%s' to %s%s"):format(tostring(k), fname,
+        hint and (" (did you mean '" .. hint .. "'?)") or ""), 3)
+    end
+    if type(rule) == "function" then
+      local ok, expected = rule(v)
+      if not ok then
+        error(("bad option '%s' to %s (%s expected, got %s)"):format(k, fname, expected, describe(v)), 3)
+      end
+    else
+      local ok = false
+      for alt in rule:gmatch("[^|]+") do
+        if checkers[alt](v) then ok = true break end
+      end
+      if not ok then
+        error(("bad option '%s' to %s (%s expected, got %s)"):format(k, fname,
+          rule:gsub("|", " or "), describe(v)), 3)
+      end
+    end
+  end
+  return t
+end
+
+--- A rule: an integer in lo..hi.
+function M.range(lo, hi)
+  return function(v)
+    if is_integer(v) and v >= lo and v <= hi then return true end
+    return false, ("integer %d..%d"):format(lo, hi)
+  end
+end
+
+--- A rule: a number in lo..hi.
+function M.nrange(lo, hi)
+  return function(v)
+    if type(v) == "number" and v >= lo and v <= hi then return true end
+    return false, ("number %s..%s"):format(tostring(lo), tostring(hi))
+  end
+end
+
+--- A rule: one of the listed values.
+function M.oneof(...)
+  local set, names = {}, {}
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    set[v] = true
+    names[#names + 1] = type(v) == "string" and ("'" .. v .. "'") or tostring(v)
+  end
+  return function(v)
+    if set[v] ~= nil then return true end
+    return false, table.concat(names, ", ")
+  end
+end
+
+M.is_integer = is_integer
+M.describe = describe
+return M

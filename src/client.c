@@ -1,0 +1,874 @@
+/*
+ * client.c - the client object of the C core (paho.mqtt.core).
+ *
+ * A thin wrapper over one MQTTAsync handle. Requests return paho's token at
+ * once; their completions, arriving messages and connection changes come
+ * back as events that the Lua layer pulls with client:next() on the thread
+ * that owns the client. Option checking with friendly messages lives in the
+ * Lua layer (lua/paho/mqtt.lua); this file still checks every type it reads,
+ * so a direct call with bad arguments raises instead of crashing.
+ */
+#include "luapmq.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PAHO(call) (pmq_paho_enter(), rc_ = (call), pmq_paho_leave(), rc_)
+
+static pmq_ctx *check_open(lua_State *L, const char *fname)
+{
+    pmq_box *b = luaL_checkudata(L, 1, PMQ_CLIENT_MT);
+    if (!b->c)
+        luaL_error(L, "%s: the client is closed", fname);
+    return b->c;
+}
+
+/* keep paho's worker threads alive for the life of the process: when its
+ * last handle is destroyed paho stops them, which takes up to 1.1 s, and a
+ * program that creates and closes clients one after another would pay that
+ * on every close. One idle handle, never connected, avoids it. */
+static pthread_once_t anchor_once = PTHREAD_ONCE_INIT;
+static void make_anchor(void)
+{
+    static MQTTAsync anchor;
+    MQTTAsync_create(&anchor, "tcp://127.0.0.1:1", "paho.mqtt.lua.anchor", MQTTCLIENT_PERSISTENCE_NONE, NULL);
+}
+
+static const char *str_field(lua_State *L, int t, const char *k, const char *fname)
+{
+    const char *s = NULL;
+    lua_getfield(L, t, k);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad option '%s' to %s (string expected, got %s)", k, fname, luaL_typename(L, -1));
+        s = lua_tostring(L, -1);
+    }
+    lua_pop(L, 1); /* the string stays alive: the table holds it */
+    return s;
+}
+
+static int bool_field(lua_State *L, int t, const char *k, int def)
+{
+    int v = def;
+    lua_getfield(L, t, k);
+    if (!lua_isnil(L, -1))
+        v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* core.new{uris = {...}, id = "", version = 5, persist_dir = nil,
+ *          offline_queue = 0, queue_max = 0, queue_max_bytes = 0} */
+static int l_new(lua_State *L)
+{
+    const char *fname = "client";
+    const char *id, *dir;
+    int version, offline, nuris, rc, rc_;
+    pmq_ctx *c;
+    pmq_box *b;
+    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "uris");
+    if (lua_type(L, -1) != LUA_TTABLE || (nuris = (int)pmq_rawlen(L, -1)) < 1)
+        luaL_error(L, "bad option 'uris' to client (non-empty list expected)");
+    lua_rawgeti(L, -1, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "bad option 'uris' to client (list of strings expected)");
+    lua_pop(L, 2);
+    (void)nuris;
+    id = str_field(L, 1, "id", fname);
+    dir = str_field(L, 1, "persist_dir", fname);
+    version = pmq_opt_int(L, 1, "version", 5, 3, 5, fname);
+    offline = pmq_opt_int(L, 1, "offline_queue", 0, 0, INT_MAX, fname);
+
+    b = lua_newuserdata(L, sizeof *b);
+    b->c = NULL;
+    luaL_getmetatable(L, PMQ_CLIENT_MT);
+    lua_setmetatable(L, -2);
+
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return luaL_error(L, "client: out of memory");
+    if (pmq_queue_init(c) != 0) {
+        free(c);
+        return luaL_error(L, "client: cannot create the event descriptor");
+    }
+    c->version = version;
+    c->max_count = (size_t)pmq_opt_int(L, 1, "queue_max", 0, 0, INT_MAX, fname);
+    c->max_bytes = (size_t)pmq_opt_int(L, 1, "queue_max_bytes", 0, 0, INT_MAX, fname);
+    b->c = c;
+
+    pthread_once(&anchor_once, make_anchor);
+
+    co.MQTTVersion = version == 5 ? MQTTVERSION_5 : version == 4 ? MQTTVERSION_3_1_1 : MQTTVERSION_3_1;
+    co.sendWhileDisconnected = offline > 0;
+    co.allowDisconnectedSendAtAnyTime = offline > 0;
+    /* paho counts every unsent request against this, connected or not */
+    co.maxBufferedMessages = offline > 0 ? offline : INT_MAX / 2;
+    lua_getfield(L, 1, "uris");
+    lua_rawgeti(L, -1, 1);
+    rc = PAHO(MQTTAsync_createWithOptions(&c->handle, lua_tostring(L, -1), id ? id : "",
+                                          dir ? MQTTCLIENT_PERSISTENCE_DEFAULT : MQTTCLIENT_PERSISTENCE_NONE,
+                                          (void *)dir, &co));
+    lua_pop(L, 2);
+    if (rc != MQTTASYNC_SUCCESS) {
+        c->handle = NULL;
+        return pmq_fail(L, c, "client", rc);
+    }
+    (void)PAHO(MQTTAsync_setCallbacks(c->handle, c, pmq_on_lost, pmq_on_message, NULL));
+    if (version == 5)
+        (void)PAHO(MQTTAsync_setDisconnected(c->handle, c, pmq_on_disconnected));
+    return 1;
+}
+
+/* close(timeout): disconnect if needed and free everything; idempotent */
+static void close_client(pmq_box *b, int timeout_ms)
+{
+    pmq_ctx *c = b->c;
+    int rc_;
+    if (!c)
+        return;
+    b->c = NULL;
+    pmq_queue_close(c); /* a paho thread waiting for queue space gives up */
+    if (c->handle) {
+        if (PAHO(MQTTAsync_isConnected(c->handle))) {
+            MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+            d.timeout = timeout_ms;
+            if (PAHO(MQTTAsync_disconnect(c->handle, &d)) == MQTTASYNC_SUCCESS) {
+                /* give paho up to timeout + 1 s to send DISCONNECT */
+                struct timespec ts = {0, 2000000};
+                double end = pmq_now() + timeout_ms / 1000.0 + 1.0;
+                while (pmq_now() < end && PAHO(MQTTAsync_isConnected(c->handle)))
+                    nanosleep(&ts, NULL);
+            }
+        }
+        /* destroy fails the pending requests (their callbacks run here, on
+         * this thread) and waits for any callback of this client in flight */
+        pmq_paho_enter();
+        MQTTAsync_destroy(&c->handle);
+        pmq_paho_leave();
+    }
+    pmq_wait_idle(c);
+    pmq_queue_free(c);
+    free(c);
+}
+
+static int l_close(lua_State *L)
+{
+    pmq_box *b = luaL_checkudata(L, 1, PMQ_CLIENT_MT);
+    lua_Number t = luaL_optnumber(L, 2, 0);
+    if (t < 0 || t > 3600)
+        return luaL_error(L, "bad argument #1 to close (timeout out of range 0..3600)");
+    close_client(b, (int)(t * 1000));
+    return 0;
+}
+
+static int l_gc(lua_State *L)
+{
+    pmq_box *b = luaL_checkudata(L, 1, PMQ_CLIENT_MT);
+    close_client(b, 0);
+    return 0;
+}
+
+static int l_closed(lua_State *L)
+{
+    pmq_box *b = luaL_checkudata(L, 1, PMQ_CLIENT_MT);
+    lua_pushboolean(L, b->c == NULL);
+    return 1;
+}
+
+static int l_tostring(lua_State *L)
+{
+    pmq_box *b = luaL_checkudata(L, 1, PMQ_CLIENT_MT);
+    lua_pushfstring(L, "paho.mqtt.core client (%p%s)", (void *)b, b->c ? "" : ", closed");
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* connect                                                             */
+
+static unsigned char *alpn_wire(lua_State *L, int t, unsigned int *len)
+{
+    /* {"mqtt", "x"} -> "\4mqtt\1x" */
+    size_t total = 0;
+    int n;
+    unsigned char *buf, *p;
+    lua_getfield(L, t, "alpn");
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    n = (int)pmq_rawlen(L, -1);
+    for (int i = 1; i <= n; i++) {
+        size_t l = 0;
+        lua_rawgeti(L, -1, i);
+        if (lua_type(L, -1) != LUA_TSTRING || (l = pmq_rawlen(L, -1)) == 0 || l > 255)
+            luaL_error(L, "bad option 'tls.alpn' to connect (list of 1..255 byte strings expected)");
+        total += 1 + l;
+        lua_pop(L, 1);
+    }
+    buf = lua_newuserdata(L, total ? total : 1); /* stays on the stack, freed by the GC */
+    lua_insert(L, -2);
+    p = buf;
+    for (int i = 1; i <= n; i++) {
+        size_t l;
+        const char *s;
+        lua_rawgeti(L, -1, i);
+        s = lua_tolstring(L, -1, &l);
+        *p++ = (unsigned char)l;
+        memcpy(p, s, l);
+        p += l;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    *len = (unsigned int)total;
+    return total ? buf : NULL;
+}
+
+/* client:connect(o): o is the option table the Lua layer normalised:
+ * keepalive, clean (boolean), session_expiry, username, password,
+ * will = {topic, payload, qos, retain, properties}, timeout, properties,
+ * uris = {...}, tls = {...}, http_proxy.  Returns true once the request is
+ * queued; the CONNACK comes back as an "op" event of kind "connect". */
+static int l_connect(lua_State *L)
+{
+    const char *fname = "connect";
+    pmq_ctx *c = check_open(L, fname);
+    MQTTAsync_connectOptions o5 = MQTTAsync_connectOptions_initializer5;
+    MQTTAsync_connectOptions o3 = MQTTAsync_connectOptions_initializer;
+    MQTTAsync_connectOptions *o = c->version == 5 ? &o5 : &o3;
+    MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
+    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+    MQTTProperties cprops = MQTTProperties_initializer, wprops = MQTTProperties_initializer;
+    int rc, rc_, clean, expiry, nuris = 0, has_will = 0;
+    const char **uris = NULL;
+    const char *pw;
+    size_t pwlen = 0;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    o->keepAliveInterval = pmq_opt_int(L, 2, "keepalive", 60, 0, 65535, fname);
+    o->connectTimeout = pmq_opt_int(L, 2, "timeout", 10, 1, 3600, fname);
+    clean = bool_field(L, 2, "clean", 1);
+    lua_getfield(L, 2, "session_expiry");
+    expiry = 0;
+    if (!lua_isnil(L, -1)) {
+        lua_Number v;
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "bad option 'session_expiry' to connect (number expected, got %s)", luaL_typename(L, -1));
+        v = lua_tonumber(L, -1);
+        if (v < 0 || v > 4294967295.0)
+            luaL_error(L, "bad option 'session_expiry' to connect (0..4294967295 expected)");
+        if (c->version != 5 && v != 0)
+            luaL_error(L, "bad option 'session_expiry' to connect (MQTT 5 only; this client uses version %d)",
+                       c->version);
+        expiry = v > 0;
+    }
+    lua_pop(L, 1);
+
+    o->username = str_field(L, 2, "username", fname);
+    lua_getfield(L, 2, "password");
+    pw = NULL;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad option 'password' to connect (string expected, got %s)", luaL_typename(L, -1));
+        pw = lua_tolstring(L, -1, &pwlen);
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, 2, "properties");
+    pmq_props_check(L, -1, fname, c->version);
+    lua_getfield(L, 2, "will");
+    if (!lua_isnil(L, -1)) {
+        int w = lua_gettop(L);
+        size_t plen = 0;
+        if (lua_type(L, w) != LUA_TTABLE)
+            luaL_error(L, "bad option 'will' to connect (table expected, got %s)", luaL_typename(L, w));
+        will.topicName = str_field(L, w, "topic", "connect (will)");
+        if (!will.topicName || !*will.topicName)
+            luaL_error(L, "bad option 'will.topic' to connect (non-empty string expected)");
+        if (strpbrk(will.topicName, "+#"))
+            luaL_error(L, "bad option 'will.topic' to connect (wildcards are not allowed in a topic name)");
+        lua_getfield(L, w, "payload");
+        if (!lua_isnil(L, -1)) {
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "bad option 'will.payload' to connect (string expected, got %s)",
+                           luaL_typename(L, -1));
+            will.payload.data = lua_tolstring(L, -1, &plen);
+        }
+        lua_pop(L, 1);
+        will.payload.len = (int)plen;
+        if (!will.payload.data)
+            will.payload.data = "";
+        will.qos = pmq_opt_int(L, w, "qos", 0, 0, 2, "connect (will)");
+        will.retained = bool_field(L, w, "retain", 0);
+        lua_getfield(L, w, "properties");
+        pmq_props_check(L, -1, "connect (will)", c->version);
+        lua_pop(L, 1);
+        has_will = 1;
+    }
+    lua_getfield(L, 2, "uris");
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        nuris = (int)pmq_rawlen(L, -1);
+        for (int i = 1; i <= nuris; i++) {
+            lua_rawgeti(L, -1, i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "bad option 'uris' to connect (list of strings expected)");
+            lua_pop(L, 1);
+        }
+    }
+    lua_getfield(L, 2, "tls");
+    if (!lua_isnil(L, -1)) {
+        int t = lua_gettop(L);
+        if (lua_type(L, t) != LUA_TTABLE)
+            luaL_error(L, "bad option 'tls' to connect (table expected, got %s)", luaL_typename(L, t));
+        ssl.trustStore = str_field(L, t, "ca_file", "connect (tls)");
+        ssl.CApath = str_field(L, t, "ca_path", "connect (tls)");
+        ssl.keyStore = str_field(L, t, "cert_file", "connect (tls)");
+        ssl.privateKey = str_field(L, t, "key_file", "connect (tls)");
+        ssl.privateKeyPassword = str_field(L, t, "key_password", "connect (tls)");
+        ssl.enabledCipherSuites = str_field(L, t, "ciphers", "connect (tls)");
+        ssl.enableServerCertAuth = bool_field(L, t, "verify", 1);
+        ssl.verify = ssl.enableServerCertAuth;
+        ssl.protos = alpn_wire(L, t, &ssl.protos_len);
+        o->ssl = &ssl;
+    }
+    o->httpProxy = str_field(L, 2, "http_proxy", fname);
+    o->httpsProxy = o->httpProxy;
+
+    /* everything is checked: from here on nothing raises */
+    if (nuris > 0) {
+        uris = malloc(sizeof(char *) * (size_t)nuris);
+        if (!uris)
+            return luaL_error(L, "connect: out of memory");
+        lua_getfield(L, 2, "uris");
+        for (int i = 1; i <= nuris; i++) {
+            lua_rawgeti(L, -1, i);
+            uris[i - 1] = lua_tostring(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        o->serverURIs = (char *const *)uris;
+        o->serverURIcount = nuris;
+    }
+    if (pw) {
+        o->binarypwd.data = pw;
+        o->binarypwd.len = (int)pwlen;
+    }
+    if (has_will) {
+        if (c->version == 5) {
+            lua_getfield(L, 2, "will");
+            lua_getfield(L, -1, "properties");
+            pmq_props_build(L, -1, &wprops);
+            lua_pop(L, 2);
+            o->willProperties = &wprops;
+        }
+        o->will = &will;
+    }
+    if (c->version == 5) {
+        lua_getfield(L, 2, "properties");
+        pmq_props_build(L, -1, &cprops);
+        lua_pop(L, 1);
+        if (expiry > 0) {
+            lua_getfield(L, 2, "session_expiry");
+            MQTTProperty p;
+            memset(&p, 0, sizeof p);
+            p.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
+            p.value.integer4 = (unsigned int)lua_tonumber(L, -1);
+            lua_pop(L, 1);
+            MQTTProperties_add(&cprops, &p);
+        }
+        o->connectProperties = &cprops;
+        o->cleanstart = clean;
+        o->onSuccess5 = pmq_connect_ok5;
+        o->onFailure5 = pmq_connect_fail5;
+    } else {
+        o->cleansession = clean;
+        o->onSuccess = pmq_connect_ok;
+        o->onFailure = pmq_connect_fail;
+    }
+    o->MQTTVersion = c->version == 5 ? MQTTVERSION_5 : c->version == 4 ? MQTTVERSION_3_1_1 : MQTTVERSION_3_1;
+    o->automaticReconnect = 0;
+    o->context = c;
+    pthread_mutex_lock(&c->mu);
+    c->keepalive = o->keepAliveInterval;
+    pthread_mutex_unlock(&c->mu);
+
+    rc = PAHO(MQTTAsync_connect(c->handle, o));
+    MQTTProperties_free(&cprops);
+    MQTTProperties_free(&wprops);
+    free(uris);
+    if (rc != MQTTASYNC_SUCCESS)
+        return pmq_fail(L, c, "connect", rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* subscribe / unsubscribe                                             */
+
+/* checks a filter: non-empty, valid wildcards; raises */
+static void check_filter(lua_State *L, const char *f, size_t len, const char *fname)
+{
+    if (len == 0)
+        luaL_error(L, "bad topic filter to %s (empty string)", fname);
+    if (memchr(f, 0, len))
+        luaL_error(L, "bad topic filter to %s (contains a zero byte)", fname);
+    for (size_t i = 0; i < len; i++) {
+        if (f[i] == '#' && (i != len - 1 || (i > 0 && f[i - 1] != '/')))
+            luaL_error(L, "bad topic filter '%s' to %s ('#' must be last and follow '/')", f, fname);
+        if (f[i] == '+' && ((i > 0 && f[i - 1] != '/') || (i + 1 < len && f[i + 1] != '/')))
+            luaL_error(L, "bad topic filter '%s' to %s ('+' must fill a whole level)", f, fname);
+    }
+}
+
+/* client:subscribe({filter, ...}, {{qos=, no_local=, retain_as_published=,
+ *                   retain_handling=}, ...}, properties) -> token */
+static int l_subscribe(lua_State *L)
+{
+    const char *fname = "subscribe";
+    pmq_ctx *c = check_open(L, fname);
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    int n, rc, rc_;
+    char **topics;
+    int *qos;
+    MQTTSubscribe_options *so;
+    pmq_subop *op;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    n = (int)pmq_rawlen(L, 2);
+    if (n < 1)
+        return luaL_error(L, "bad argument #1 to subscribe (at least one topic filter expected)");
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        const char *f;
+        lua_rawgeti(L, 2, i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad topic filter to subscribe (string expected, got %s)", luaL_typename(L, -1));
+        f = lua_tolstring(L, -1, &len);
+        check_filter(L, f, len, fname);
+        lua_pop(L, 1);
+        lua_rawgeti(L, 3, i);
+        if (lua_type(L, -1) != LUA_TTABLE)
+            luaL_error(L, "bad subscription options to subscribe (table expected)");
+        pmq_opt_int(L, lua_gettop(L), "qos", 0, 0, 2, fname);
+        pmq_opt_int(L, lua_gettop(L), "retain_handling", 0, 0, 2, fname);
+        lua_pop(L, 1);
+    }
+    pmq_props_check(L, 4, fname, c->version);
+
+    op = pmq_subop_new(c, n);
+    topics = malloc(sizeof(char *) * (size_t)n);
+    qos = malloc(sizeof(int) * (size_t)n);
+    so = calloc((size_t)n, sizeof *so);
+    if (!op || !topics || !qos || !so) {
+        if (op)
+            pmq_subop_free(op);
+        free(topics);
+        free(qos);
+        free(so);
+        return luaL_error(L, "subscribe: out of memory");
+    }
+    for (int i = 1; i <= n; i++) {
+        MQTTSubscribe_options init = MQTTSubscribe_options_initializer;
+        int t;
+        lua_rawgeti(L, 2, i);
+        topics[i - 1] = (char *)lua_tostring(L, -1);
+        lua_pop(L, 1); /* the list keeps the string alive */
+        lua_rawgeti(L, 3, i);
+        t = lua_gettop(L);
+        qos[i - 1] = pmq_opt_int(L, t, "qos", 0, 0, 2, fname);
+        so[i - 1] = init;
+        so[i - 1].noLocal = (unsigned char)bool_field(L, t, "no_local", 0);
+        so[i - 1].retainAsPublished = (unsigned char)bool_field(L, t, "retain_as_published", 0);
+        so[i - 1].retainHandling = (unsigned char)pmq_opt_int(L, t, "retain_handling", 0, 0, 2, fname);
+        lua_pop(L, 1);
+    }
+    ro.context = op;
+    if (c->version == 5) {
+        ro.onSuccess5 = pmq_subscribe_ok5;
+        ro.onFailure5 = pmq_subscribe_fail5;
+        pmq_props_build(L, 4, &ro.properties);
+        ro.subscribeOptions = so[0];
+        if (n > 1) {
+            ro.subscribeOptionsCount = n;
+            ro.subscribeOptionsList = so;
+        }
+    } else {
+        ro.onSuccess = pmq_subscribe_ok;
+        ro.onFailure = pmq_subscribe_fail;
+    }
+    rc = PAHO(MQTTAsync_subscribeMany(c->handle, n, topics, qos, &ro));
+    MQTTProperties_free(&ro.properties);
+    free(topics);
+    free(qos);
+    free(so);
+    if (rc != MQTTASYNC_SUCCESS) {
+        pmq_subop_free(op);
+        return pmq_fail(L, c, "subscribe", rc);
+    }
+    lua_pushinteger(L, ro.token);
+    return 1;
+}
+
+/* client:unsubscribe({filter, ...}, properties) -> token */
+static int l_unsubscribe(lua_State *L)
+{
+    const char *fname = "unsubscribe";
+    pmq_ctx *c = check_open(L, fname);
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    int n, rc, rc_;
+    char **topics;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    n = (int)pmq_rawlen(L, 2);
+    if (n < 1)
+        return luaL_error(L, "bad argument #1 to unsubscribe (at least one topic filter expected)");
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        const char *f;
+        lua_rawgeti(L, 2, i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad topic filter to unsubscribe (string expected, got %s)", luaL_typename(L, -1));
+        f = lua_tolstring(L, -1, &len);
+        check_filter(L, f, len, fname);
+        lua_pop(L, 1);
+    }
+    pmq_props_check(L, 3, fname, c->version);
+    topics = malloc(sizeof(char *) * (size_t)n);
+    if (!topics)
+        return luaL_error(L, "unsubscribe: out of memory");
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 2, i);
+        topics[i - 1] = (char *)lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    ro.context = c;
+    if (c->version == 5) {
+        ro.onSuccess5 = pmq_unsubscribe_ok5;
+        ro.onFailure5 = pmq_unsubscribe_fail5;
+        pmq_props_build(L, 3, &ro.properties);
+    } else {
+        ro.onSuccess = pmq_unsubscribe_ok;
+        ro.onFailure = pmq_unsubscribe_fail;
+    }
+    rc = PAHO(MQTTAsync_unsubscribeMany(c->handle, n, topics, &ro));
+    MQTTProperties_free(&ro.properties);
+    free(topics);
+    if (rc != MQTTASYNC_SUCCESS)
+        return pmq_fail(L, c, "unsubscribe", rc);
+    lua_pushinteger(L, ro.token);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* publish: the hot path                                               */
+
+/* client:publish(topic, payload, qos, retain, properties) -> token */
+static int l_publish(lua_State *L)
+{
+    const char *fname = "publish";
+    pmq_ctx *c = check_open(L, fname);
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    MQTTAsync_message m = MQTTAsync_message_initializer;
+    size_t tlen, plen = 0;
+    const char *topic = luaL_checklstring(L, 2, &tlen);
+    const char *payload = NULL;
+    lua_Integer qos;
+    int rc, rc_, has_props = !lua_isnoneornil(L, 6);
+
+    if (!lua_isnoneornil(L, 3))
+        payload = luaL_checklstring(L, 3, &plen);
+    qos = luaL_optinteger(L, 4, 0);
+    if (qos < 0 || qos > 2)
+        return luaL_error(L, "bad argument 'qos' to publish (0, 1 or 2 expected, got %d)", (int)qos);
+    if (plen > 268435455)
+        return luaL_error(L, "bad argument 'payload' to publish (longer than MQTT's 256 MiB limit)");
+    if (memchr(topic, 0, tlen))
+        return luaL_error(L, "bad argument 'topic' to publish (contains a zero byte)");
+    if (memchr(topic, '+', tlen) || memchr(topic, '#', tlen))
+        return luaL_error(L, "bad argument 'topic' to publish (wildcards '+' and '#' are not allowed in a topic name: '%s')", topic);
+    if (tlen > 65535)
+        return luaL_error(L, "bad argument 'topic' to publish (longer than 65535 bytes)");
+    if (has_props) {
+        pmq_props_check(L, 6, fname, c->version);
+    }
+    if (tlen == 0) {
+        int alias = 0;
+        if (has_props) {
+            lua_getfield(L, 6, "topic_alias");
+            alias = !lua_isnil(L, -1);
+            lua_pop(L, 1);
+        }
+        if (!alias)
+            return luaL_error(L, "bad argument 'topic' to publish (empty topic; only allowed with properties.topic_alias)");
+    }
+
+    m.payload = (void *)(payload ? payload : "");
+    m.payloadlen = (int)plen;
+    m.qos = (int)qos;
+    m.retained = lua_toboolean(L, 5);
+    ro.context = c;
+    if (c->version == 5) {
+        ro.onSuccess5 = pmq_publish_ok5;
+        ro.onFailure5 = pmq_publish_fail5;
+        if (has_props)
+            pmq_props_build(L, 6, &m.properties);
+    } else {
+        ro.onSuccess = pmq_publish_ok;
+        ro.onFailure = pmq_publish_fail;
+    }
+    rc = PAHO(MQTTAsync_sendMessage(c->handle, topic, &m, &ro));
+    if (has_props)
+        MQTTProperties_free(&m.properties);
+    if (rc != MQTTASYNC_SUCCESS) {
+        if (rc == MQTTASYNC_BAD_UTF8_STRING)
+            return luaL_error(L, "bad argument 'topic' to publish (not valid UTF-8)");
+        return pmq_fail(L, c, "publish", rc);
+    }
+    lua_pushinteger(L, ro.token);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* disconnect                                                          */
+
+/* client:disconnect(timeout_s, reason, session_expiry, properties) -> true */
+static int l_disconnect(lua_State *L)
+{
+    const char *fname = "disconnect";
+    pmq_ctx *c = check_open(L, fname);
+    MQTTAsync_disconnectOptions d5 = MQTTAsync_disconnectOptions_initializer5;
+    MQTTAsync_disconnectOptions d3 = MQTTAsync_disconnectOptions_initializer;
+    MQTTAsync_disconnectOptions *d = c->version == 5 ? &d5 : &d3;
+    lua_Number t = luaL_optnumber(L, 2, 0);
+    lua_Integer reason = luaL_optinteger(L, 3, 0);
+    int rc, rc_;
+    if (t < 0 || t > 3600)
+        return luaL_error(L, "bad option 'timeout' to disconnect (0..3600 seconds expected)");
+    if (reason < 0 || reason > 255)
+        return luaL_error(L, "bad option 'reason' to disconnect (reason code 0..255 expected)");
+    if (c->version != 5 && reason != 0)
+        return luaL_error(L, "bad option 'reason' to disconnect (MQTT 5 only)");
+    if (!lua_isnoneornil(L, 4)) {
+        lua_Number v = luaL_checknumber(L, 4);
+        if (v < 0 || v > 4294967295.0)
+            return luaL_error(L, "bad option 'session_expiry' to disconnect (0..4294967295 expected)");
+        if (c->version != 5)
+            return luaL_error(L, "bad option 'session_expiry' to disconnect (MQTT 5 only)");
+    }
+    pmq_props_check(L, 5, fname, c->version);
+    d->timeout = (int)(t * 1000);
+    d->context = c;
+    if (c->version == 5) {
+        d->reasonCode = (enum MQTTReasonCodes)reason;
+        d->onSuccess5 = pmq_disconnect_ok5;
+        d->onFailure5 = pmq_disconnect_fail5;
+        pmq_props_build(L, 5, &d->properties);
+        if (!lua_isnoneornil(L, 4)) {
+            MQTTProperty p;
+            memset(&p, 0, sizeof p);
+            p.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
+            p.value.integer4 = (unsigned int)lua_tonumber(L, 4);
+            MQTTProperties_add(&d->properties, &p);
+        }
+    } else {
+        d->onSuccess = pmq_disconnect_ok;
+        d->onFailure = pmq_disconnect_fail;
+    }
+    rc = PAHO(MQTTAsync_disconnect(c->handle, d));
+    MQTTProperties_free(&d->properties);
+    if (rc != MQTTASYNC_SUCCESS)
+        return pmq_fail(L, c, "disconnect", rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* events                                                              */
+
+static const char *op_names[] = {"", "connect", "subscribe", "unsubscribe", "publish", "disconnect"};
+
+static void push_codes(lua_State *L, pmq_event *e)
+{
+    lua_createtable(L, e->nqos, 0);
+    for (int i = 0; i < e->nqos; i++) {
+        lua_pushinteger(L, e->qos[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+static void push_message(lua_State *L, pmq_event *e)
+{
+    MQTTAsync_message *m = e->msg;
+    lua_createtable(L, 0, 8);
+    lua_pushlstring(L, e->topic, (size_t)e->topiclen);
+    lua_setfield(L, -2, "topic");
+    lua_pushlstring(L, m->payload ? (const char *)m->payload : "", (size_t)(m->payloadlen > 0 ? m->payloadlen : 0));
+    lua_setfield(L, -2, "payload");
+    lua_pushinteger(L, m->qos);
+    lua_setfield(L, -2, "qos");
+    lua_pushboolean(L, m->retained);
+    lua_setfield(L, -2, "retain");
+    lua_pushboolean(L, m->dup);
+    lua_setfield(L, -2, "dup");
+    lua_pushinteger(L, m->msgid);
+    lua_setfield(L, -2, "id");
+    if (m->properties.count > 0) {
+        pmq_props_push(L, &m->properties);
+        lua_setfield(L, -2, "properties");
+    }
+}
+
+/* client:next() -> nil | "message", msg
+ *                      | "op", kind, token, ok, rc, reason, text, extra, props
+ *                      | "lost", cause, text
+ *                      | "disconnected", reason, text, props */
+static int l_next(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "next");
+    pmq_event *e = pmq_queue_pop(c);
+    int n = 0;
+    if (!e)
+        return 0;
+    switch (e->type) {
+    case PMQ_EV_MESSAGE:
+        lua_pushliteral(L, "message");
+        push_message(L, e);
+        n = 2;
+        break;
+    case PMQ_EV_OP:
+        lua_pushliteral(L, "op");
+        lua_pushstring(L, op_names[e->kind]);
+        lua_pushinteger(L, e->token);
+        lua_pushboolean(L, e->ok);
+        lua_pushinteger(L, e->rc);
+        lua_pushinteger(L, e->reason);
+        if (e->text)
+            lua_pushstring(L, e->text);
+        else
+            lua_pushnil(L);
+        if (e->kind == PMQ_OP_CONNECT)
+            lua_pushboolean(L, e->flag);
+        else if (e->nqos > 0)
+            push_codes(L, e);
+        else
+            lua_pushinteger(L, e->flag); /* packet type of a failure */
+        if (e->has_props)
+            pmq_props_push(L, &e->props);
+        else
+            lua_pushnil(L);
+        n = 9;
+        break;
+    case PMQ_EV_LOST:
+        lua_pushliteral(L, "lost");
+        lua_pushstring(L, pmq_cause_name(e->reason));
+        lua_pushstring(L, e->text ? e->text : "");
+        n = 3;
+        break;
+    case PMQ_EV_DISCONNECTED:
+        lua_pushliteral(L, "disconnected");
+        lua_pushinteger(L, e->reason);
+        lua_pushstring(L, e->text ? e->text : "");
+        if (e->has_props)
+            pmq_props_push(L, &e->props);
+        else
+            lua_pushnil(L);
+        n = 4;
+        break;
+    }
+    pmq_event_free(e);
+    return n;
+}
+
+static int l_fd(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "fd");
+    lua_pushinteger(L, c->rfd);
+    return 1;
+}
+
+static int l_is_connected(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "is_connected");
+    int rc_;
+    lua_pushboolean(L, PAHO(MQTTAsync_isConnected(c->handle)));
+    return 1;
+}
+
+/* client:not_connected() -> the "not connected: ..." message */
+static int l_not_connected(lua_State *L)
+{
+    pmq_push_notconnected(L, check_open(L, "not_connected"));
+    return 1;
+}
+
+#define SETNUM(name, v) (lua_pushnumber(L, (lua_Number)(v)), lua_setfield(L, -2, name))
+#define SETINT(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
+
+static int l_stats(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "stats");
+    double now = pmq_now();
+    lua_createtable(L, 0, 16);
+    pthread_mutex_lock(&c->mu);
+    SETINT("messages_in", c->msgs_in);
+    SETINT("bytes_in", c->bytes_in);
+    SETINT("queued", c->count);
+    SETINT("queued_bytes", c->bytes);
+    SETINT("queue_max", c->max_count);
+    SETINT("queue_max_bytes", c->max_bytes);
+    SETINT("queue_peak", c->max_depth);
+    SETINT("stalls", c->stalls);
+    SETNUM("stalled_seconds", c->stalled_secs);
+    SETINT("overflows", c->overflows);
+    SETINT("keepalive", c->keepalive);
+    if (c->connected)
+        SETNUM("connected_since", now - c->connected_at);
+    if (c->lost_cause != PMQ_CAUSE_NONE) {
+        SETNUM("last_loss", now - c->lost_at);
+        lua_pushstring(L, pmq_cause_name(c->lost_cause));
+        lua_setfield(L, -2, "loss_cause");
+        lua_pushstring(L, c->lost_text);
+        lua_setfield(L, -2, "loss_message");
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 1;
+}
+
+int pmq_open_client(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"connect", l_connect},
+        {"subscribe", l_subscribe},
+        {"unsubscribe", l_unsubscribe},
+        {"publish", l_publish},
+        {"disconnect", l_disconnect},
+        {"next", l_next},
+        {"fd", l_fd},
+        {"is_connected", l_is_connected},
+        {"not_connected", l_not_connected},
+        {"stats", l_stats},
+        {"close", l_close},
+        {"closed", l_closed},
+        {NULL, NULL}};
+    static const luaL_Reg meta[] = {
+        {"__gc", l_gc},
+        {"__tostring", l_tostring},
+#if LUA_VERSION_NUM >= 504
+        {"__close", l_gc},
+#endif
+        {NULL, NULL}};
+    luaL_newmetatable(L, PMQ_CLIENT_MT);
+    pmq_setfuncs(L, meta);
+    lua_newtable(L);
+    pmq_setfuncs(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_new);
+    lua_setfield(L, -2, "new");
+    return 0;
+}

@@ -1,0 +1,672 @@
+/*
+ * events.c - the thread boundary.
+ *
+ * Every function here that paho calls runs on one of paho's threads. They
+ * only copy what they are given into memory the binding owns, append it to the
+ * client's queue and make the client's descriptor readable. No Lua header is
+ * included, so no Lua call can happen here.
+ *
+ * Backpressure: when the queue holds max_count events or max_bytes bytes, the
+ * message-arrived callback waits until the Lua side has dispatched some.
+ * paho's receiving thread then stops reading, TCP pushes back to the broker,
+ * and nothing is dropped; each such wait is counted in `stalls`. Other events
+ * never wait: they are few and bounded by the requests the Lua side made.
+ */
+#define _GNU_SOURCE
+#include "pmq.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/eventfd.h>
+#endif
+
+double pmq_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------ */
+/* Backpressure and paho's global lock.
+ *
+ * paho runs every callback with its one process-wide mutex held, and every
+ * paho call locks it too. So a message callback that waits for queue space
+ * must not wait while a Lua thread is inside a paho call (say, publish from a
+ * handler): that thread would block on paho's mutex and never drain the
+ * queue. Threads of this binding announce each paho call (pmq_paho_enter /
+ * pmq_paho_leave); a waiting callback then lets its message in over the limit
+ * (counted in `overflows`) so the call can go on. These two counters and
+ * their condition variable are the only process-wide state of the binding;
+ * they exist because paho's lock is process-wide. */
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static int g_calling; /* binding threads inside a paho call */
+static int g_stalled; /* message callbacks waiting for space */
+
+void pmq_paho_enter(void)
+{
+    __atomic_add_fetch(&g_calling, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&g_stalled, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&g_mu);
+        pthread_cond_broadcast(&g_cv);
+        pthread_mutex_unlock(&g_mu);
+    }
+}
+
+void pmq_paho_leave(void)
+{
+    __atomic_sub_fetch(&g_calling, 1, __ATOMIC_SEQ_CST);
+}
+
+static void wake_stalled(void)
+{
+    if (__atomic_load_n(&g_stalled, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&g_mu);
+        pthread_cond_broadcast(&g_cv);
+        pthread_mutex_unlock(&g_mu);
+    }
+}
+
+int pmq_queue_init(pmq_ctx *c)
+{
+    if (pthread_mutex_init(&c->mu, NULL) != 0)
+        return -1;
+    c->rfd = c->wfd = -1;
+#if defined(__linux__)
+    c->rfd = c->wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+#endif
+    if (c->rfd < 0) {
+        int p[2];
+        if (pipe(p) != 0) {
+            pthread_mutex_destroy(&c->mu);
+            return -1;
+        }
+        for (int i = 0; i < 2; i++) {
+            fcntl(p[i], F_SETFL, fcntl(p[i], F_GETFL) | O_NONBLOCK);
+            fcntl(p[i], F_SETFD, FD_CLOEXEC);
+        }
+        c->rfd = p[0];
+        c->wfd = p[1];
+    }
+    return 0;
+}
+
+/* with c->mu held */
+static void signal_fd(pmq_ctx *c)
+{
+    if (!c->signalled) {
+        uint64_t one = 1;
+        ssize_t n;
+        c->signalled = 1;
+        do {
+            n = write(c->wfd, &one, c->rfd == c->wfd ? sizeof one : 1);
+        } while (n < 0 && errno == EINTR);
+    }
+}
+
+/* with c->mu held */
+static void drain_fd(pmq_ctx *c)
+{
+    if (c->signalled) {
+        char buf[64];
+        ssize_t n;
+        c->signalled = 0;
+        do {
+            n = read(c->rfd, buf, c->rfd == c->wfd ? 8 : sizeof buf);
+        } while (n > 0 || (n < 0 && errno == EINTR));
+    }
+}
+
+/* with c->mu held */
+static void push(pmq_ctx *c, pmq_event *e)
+{
+    e->next = NULL;
+    if (c->tail)
+        c->tail->next = e;
+    else
+        c->head = e;
+    c->tail = e;
+    c->count++;
+    c->bytes += e->bytes;
+    if (c->count > c->max_depth)
+        c->max_depth = c->count;
+    signal_fd(c);
+}
+
+pmq_event *pmq_queue_pop(pmq_ctx *c)
+{
+    pmq_event *e;
+    pthread_mutex_lock(&c->mu);
+    e = c->head;
+    if (e) {
+        c->head = e->next;
+        if (!c->head)
+            c->tail = NULL;
+        c->count--;
+        c->bytes -= e->bytes;
+    }
+    if (!c->head)
+        drain_fd(c);
+    pthread_mutex_unlock(&c->mu);
+    if (e)
+        wake_stalled();
+    return e;
+}
+
+void pmq_event_free(pmq_event *e)
+{
+    if (!e)
+        return;
+    if (e->msg)
+        MQTTAsync_freeMessage(&e->msg);
+    if (e->topic)
+        MQTTAsync_free(e->topic);
+    if (e->has_props)
+        MQTTProperties_free(&e->props);
+    free(e->qos);
+    free(e->text);
+    free(e);
+}
+
+void pmq_queue_close(pmq_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_lock(&g_mu);
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+}
+
+void pmq_wait_idle(pmq_ctx *c)
+{
+    struct timespec ts = {0, 1000000};
+    for (;;) {
+        int active;
+        pthread_mutex_lock(&c->mu);
+        active = c->active;
+        pthread_mutex_unlock(&c->mu);
+        if (!active)
+            return;
+        nanosleep(&ts, NULL);
+    }
+}
+
+void pmq_queue_free(pmq_ctx *c)
+{
+    pmq_event *e = c->head, *next;
+    for (; e; e = next) {
+        next = e->next;
+        pmq_event_free(e);
+    }
+    c->head = c->tail = NULL;
+    while (c->subops) {
+        pmq_subop *op = c->subops;
+        c->subops = op->next;
+        free(op);
+    }
+    if (c->rfd >= 0)
+        close(c->rfd);
+    if (c->wfd >= 0 && c->wfd != c->rfd)
+        close(c->wfd);
+    c->rfd = c->wfd = -1;
+    pthread_mutex_destroy(&c->mu);
+}
+
+/* with c->mu held */
+void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text)
+{
+    c->connected = 0;
+    c->lost_at = pmq_now();
+    c->lost_cause = cause;
+    c->lost_reason = reason;
+    snprintf(c->lost_text, sizeof c->lost_text, "%s", text ? text : "");
+}
+
+static char *dupstr(const char *s)
+{
+    size_t n;
+    char *d;
+    if (!s)
+        return NULL;
+    n = strlen(s);
+    d = malloc(n + 1);
+    if (d)
+        memcpy(d, s, n + 1);
+    return d;
+}
+
+/* ------------------------------------------------------------------ */
+/* connection callbacks                                                */
+
+/* with c->mu held */
+static int is_full(pmq_ctx *c, size_t add)
+{
+    return c->count > 0 && ((c->max_count && c->count >= c->max_count) ||
+                            (c->max_bytes && c->bytes + add > c->max_bytes));
+}
+
+/* called without c->mu; returns with it unlocked */
+static void wait_space(pmq_ctx *c, size_t add)
+{
+    double t0 = pmq_now();
+    int over = 0;
+    __atomic_add_fetch(&g_stalled, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&g_mu);
+    for (;;) {
+        int full, closing;
+        struct timespec ts;
+        pthread_mutex_lock(&c->mu);
+        full = is_full(c, add);
+        closing = c->closing;
+        pthread_mutex_unlock(&c->mu);
+        if (!full || closing)
+            break;
+        if (__atomic_load_n(&g_calling, __ATOMIC_SEQ_CST) > 0) {
+            over = 1;
+            break;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g_cv, &g_mu, &ts);
+    }
+    pthread_mutex_unlock(&g_mu);
+    __atomic_sub_fetch(&g_stalled, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&c->mu);
+    c->stalls++;
+    c->overflows += (unsigned long long)over;
+    c->stalled_secs += pmq_now() - t0;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* connection callbacks                                                */
+
+int pmq_on_message(void *vctx, char *topic, int topiclen, MQTTAsync_message *m)
+{
+    pmq_ctx *c = vctx;
+    pmq_event *e = calloc(1, sizeof *e);
+    if (!e)
+        return 0; /* paho keeps the message and offers it again */
+    e->type = PMQ_EV_MESSAGE;
+    e->topic = topic;
+    e->topiclen = topiclen > 0 ? topiclen : (int)strlen(topic);
+    e->msg = m;
+    e->bytes = sizeof *e + (size_t)e->topiclen + (size_t)(m->payloadlen > 0 ? m->payloadlen : 0);
+
+    pthread_mutex_lock(&c->mu);
+    c->active++;
+    if (!c->closing && is_full(c, e->bytes)) {
+        pthread_mutex_unlock(&c->mu);
+        wait_space(c, e->bytes);
+        pthread_mutex_lock(&c->mu);
+    }
+    if (c->closing) {
+        /* The client is going away: leave the message with paho. */
+        c->active--;
+        pthread_mutex_unlock(&c->mu);
+        e->topic = NULL;
+        e->msg = NULL;
+        pmq_event_free(e);
+        return 0;
+    }
+    c->msgs_in++;
+    c->bytes_in += (unsigned long long)(m->payloadlen > 0 ? m->payloadlen : 0);
+    push(c, e);
+    c->active--;
+    pthread_mutex_unlock(&c->mu);
+    return 1;
+}
+
+static void post(pmq_ctx *c, pmq_event *e)
+{
+    pthread_mutex_lock(&c->mu);
+    e->bytes = 0; /* control events never count against the bound */
+    push(c, e);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void pmq_on_lost(void *vctx, char *cause)
+{
+    pmq_ctx *c = vctx;
+    pmq_event *e = calloc(1, sizeof *e);
+    pthread_mutex_lock(&c->mu);
+    c->active++;
+    /* paho passes NULL; keep a cause a person can act on */
+    pmq_set_lost(c, PMQ_CAUSE_NETWORK, 0,
+                 cause ? cause : "the connection was closed or failed");
+    if (e) {
+        e->type = PMQ_EV_LOST;
+        e->reason = PMQ_CAUSE_NETWORK;
+        e->text = dupstr(c->lost_text);
+        push(c, e);
+    }
+    c->active--;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* paho holds its own mutex here: never call paho from this function */
+void pmq_on_disconnected(void *vctx, MQTTProperties *props, enum MQTTReasonCodes rc)
+{
+    pmq_ctx *c = vctx;
+    pmq_event *e = calloc(1, sizeof *e);
+    char text[160];
+    const char *name = MQTTReasonCode_toString(rc);
+    pthread_mutex_lock(&c->mu);
+    c->active++;
+    snprintf(text, sizeof text, "the broker sent DISCONNECT 0x%02X %s", (unsigned)rc,
+             name ? name : "unknown reason");
+    pmq_set_lost(c, PMQ_CAUSE_BROKER, (int)rc, text);
+    if (e) {
+        e->type = PMQ_EV_DISCONNECTED;
+        e->reason = (int)rc;
+        e->text = dupstr(text);
+        if (props && props->count > 0) {
+            e->props = MQTTProperties_copy(props);
+            e->has_props = 1;
+        }
+        push(c, e);
+    }
+    c->active--;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* response callbacks                                                  */
+
+static pmq_event *op_event(int kind, int ok, int token)
+{
+    pmq_event *e = calloc(1, sizeof *e);
+    if (e) {
+        e->type = PMQ_EV_OP;
+        e->kind = kind;
+        e->ok = ok;
+        e->token = token;
+    }
+    return e;
+}
+
+static void copy_props(pmq_event *e, MQTTProperties *p)
+{
+    if (p && p->count > 0) {
+        e->props = MQTTProperties_copy(p);
+        e->has_props = 1;
+    }
+}
+
+static void copy_codes(pmq_event *e, int n, const int *v)
+{
+    if (n <= 0)
+        return;
+    e->qos = malloc(sizeof(int) * (size_t)n);
+    if (e->qos) {
+        memcpy(e->qos, v, sizeof(int) * (size_t)n);
+        e->nqos = n;
+    }
+}
+
+static void fail3(pmq_ctx *c, int kind, MQTTAsync_failureData *r)
+{
+    pmq_event *e = op_event(kind, 0, r ? r->token : 0);
+    if (!e)
+        return;
+    if (r) {
+        e->rc = r->code;
+        e->text = dupstr(r->message);
+    }
+    post(c, e);
+}
+
+static void fail5(pmq_ctx *c, int kind, MQTTAsync_failureData5 *r)
+{
+    pmq_event *e = op_event(kind, 0, r ? r->token : 0);
+    if (!e)
+        return;
+    if (r) {
+        e->rc = r->code;
+        e->reason = (int)r->reasonCode;
+        e->text = dupstr(r->message);
+        e->flag = r->packet_type;
+        copy_props(e, &r->properties);
+    }
+    post(c, e);
+}
+
+static void connect_ok(pmq_ctx *c, pmq_event *e, const char *uri, int version, int sp)
+{
+    e->flag = sp;
+    e->mqtt_version = version;
+    e->text = dupstr(uri);
+    pthread_mutex_lock(&c->mu);
+    c->connected = 1;
+    c->connected_at = pmq_now();
+    pthread_mutex_unlock(&c->mu);
+}
+
+void pmq_connect_ok(void *vctx, MQTTAsync_successData *r)
+{
+    pmq_ctx *c = vctx;
+    pmq_event *e = op_event(PMQ_OP_CONNECT, 1, r ? r->token : 0);
+    if (!e)
+        return;
+    if (r)
+        connect_ok(c, e, r->alt.connect.serverURI, r->alt.connect.MQTTVersion,
+                   r->alt.connect.sessionPresent);
+    post(c, e);
+}
+
+void pmq_connect_ok5(void *vctx, MQTTAsync_successData5 *r)
+{
+    pmq_ctx *c = vctx;
+    pmq_event *e = op_event(PMQ_OP_CONNECT, 1, r ? r->token : 0);
+    if (!e)
+        return;
+    if (r) {
+        connect_ok(c, e, r->alt.connect.serverURI, r->alt.connect.MQTTVersion,
+                   r->alt.connect.sessionPresent);
+        e->reason = (int)r->reasonCode;
+        copy_props(e, &r->properties);
+    }
+    post(c, e);
+}
+
+void pmq_connect_fail(void *vctx, MQTTAsync_failureData *r)
+{
+    fail3(vctx, PMQ_OP_CONNECT, r);
+}
+
+void pmq_connect_fail5(void *vctx, MQTTAsync_failureData5 *r)
+{
+    fail5(vctx, PMQ_OP_CONNECT, r);
+}
+
+/* Subscribe: the granted QoS list of a v3 SUBACK carries no length, so the
+ * v3 callbacks get a pmq_subop that remembers how many filters were sent. */
+void pmq_subscribe_ok(void *vop, MQTTAsync_successData *r)
+{
+    pmq_subop *op = vop;
+    pmq_event *e = op_event(PMQ_OP_SUBSCRIBE, 1, r ? r->token : 0);
+    if (e && r) {
+        if (op->n > 1)
+            copy_codes(e, op->n, r->alt.qosList);
+        else
+            copy_codes(e, 1, &r->alt.qos);
+    }
+    if (e)
+        post(op->c, e);
+    pmq_subop_free(op);
+}
+
+void pmq_subscribe_fail(void *vop, MQTTAsync_failureData *r)
+{
+    pmq_subop *op = vop;
+    fail3(op->c, PMQ_OP_SUBSCRIBE, r);
+    pmq_subop_free(op);
+}
+
+static void codes5(pmq_event *e, MQTTAsync_successData5 *r, int count, enum MQTTReasonCodes *codes)
+{
+    int one = (int)r->reasonCode;
+    e->reason = (int)r->reasonCode;
+    if (count > 1 && codes) { /* paho fills the array only for several */
+        e->qos = malloc(sizeof(int) * (size_t)count);
+        if (e->qos) {
+            for (int i = 0; i < count; i++)
+                e->qos[i] = (int)codes[i];
+            e->nqos = count;
+        }
+    } else {
+        copy_codes(e, 1, &one);
+    }
+    copy_props(e, &r->properties);
+}
+
+void pmq_subscribe_ok5(void *vop, MQTTAsync_successData5 *r)
+{
+    pmq_subop *op = vop;
+    pmq_event *e = op_event(PMQ_OP_SUBSCRIBE, 1, r ? r->token : 0);
+    if (e && r)
+        codes5(e, r, r->alt.sub.reasonCodeCount, r->alt.sub.reasonCodes);
+    if (e)
+        post(op->c, e);
+    pmq_subop_free(op);
+}
+
+void pmq_subscribe_fail5(void *vop, MQTTAsync_failureData5 *r)
+{
+    pmq_subop *op = vop;
+    fail5(op->c, PMQ_OP_SUBSCRIBE, r);
+    pmq_subop_free(op);
+}
+
+void pmq_unsubscribe_ok(void *vctx, MQTTAsync_successData *r)
+{
+    pmq_event *e = op_event(PMQ_OP_UNSUBSCRIBE, 1, r ? r->token : 0);
+    if (e)
+        post(vctx, e);
+}
+
+void pmq_unsubscribe_ok5(void *vctx, MQTTAsync_successData5 *r)
+{
+    pmq_event *e = op_event(PMQ_OP_UNSUBSCRIBE, 1, r ? r->token : 0);
+    if (!e)
+        return;
+    if (r)
+        codes5(e, r, r->alt.unsub.reasonCodeCount, r->alt.unsub.reasonCodes);
+    post(vctx, e);
+}
+
+void pmq_unsubscribe_fail(void *vctx, MQTTAsync_failureData *r)
+{
+    fail3(vctx, PMQ_OP_UNSUBSCRIBE, r);
+}
+
+void pmq_unsubscribe_fail5(void *vctx, MQTTAsync_failureData5 *r)
+{
+    fail5(vctx, PMQ_OP_UNSUBSCRIBE, r);
+}
+
+void pmq_publish_ok(void *vctx, MQTTAsync_successData *r)
+{
+    pmq_event *e = op_event(PMQ_OP_PUBLISH, 1, r ? r->token : 0);
+    if (e)
+        post(vctx, e);
+}
+
+void pmq_publish_ok5(void *vctx, MQTTAsync_successData5 *r)
+{
+    pmq_event *e = op_event(PMQ_OP_PUBLISH, 1, r ? r->token : 0);
+    if (!e)
+        return;
+    if (r) {
+        e->reason = (int)r->reasonCode;
+        copy_props(e, &r->properties);
+    }
+    post(vctx, e);
+}
+
+void pmq_publish_fail(void *vctx, MQTTAsync_failureData *r)
+{
+    fail3(vctx, PMQ_OP_PUBLISH, r);
+}
+
+void pmq_publish_fail5(void *vctx, MQTTAsync_failureData5 *r)
+{
+    fail5(vctx, PMQ_OP_PUBLISH, r);
+}
+
+static void disconnect_done(pmq_ctx *c, int ok, int token)
+{
+    pmq_event *e = op_event(PMQ_OP_DISCONNECT, ok, token);
+    pthread_mutex_lock(&c->mu);
+    if (c->connected || c->lost_cause == PMQ_CAUSE_NONE)
+        pmq_set_lost(c, PMQ_CAUSE_CLIENT, 0, "disconnected by the client");
+    pthread_mutex_unlock(&c->mu);
+    if (e)
+        post(c, e);
+}
+
+void pmq_disconnect_ok(void *vctx, MQTTAsync_successData *r)
+{
+    disconnect_done(vctx, 1, r ? r->token : 0);
+}
+
+void pmq_disconnect_ok5(void *vctx, MQTTAsync_successData5 *r)
+{
+    disconnect_done(vctx, 1, r ? r->token : 0);
+}
+
+void pmq_disconnect_fail(void *vctx, MQTTAsync_failureData *r)
+{
+    disconnect_done(vctx, 0, r ? r->token : 0);
+}
+
+void pmq_disconnect_fail5(void *vctx, MQTTAsync_failureData5 *r)
+{
+    disconnect_done(vctx, 0, r ? r->token : 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* v3 subscribe contexts                                               */
+
+pmq_subop *pmq_subop_new(pmq_ctx *c, int n)
+{
+    pmq_subop *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->c = c;
+    op->n = n;
+    pthread_mutex_lock(&c->mu);
+    op->next = c->subops;
+    if (c->subops)
+        c->subops->prev = op;
+    c->subops = op;
+    pthread_mutex_unlock(&c->mu);
+    return op;
+}
+
+void pmq_subop_free(pmq_subop *op)
+{
+    pmq_ctx *c = op->c;
+    pthread_mutex_lock(&c->mu);
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        c->subops = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    pthread_mutex_unlock(&c->mu);
+    free(op);
+}

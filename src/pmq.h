@@ -1,0 +1,141 @@
+/*
+ * pmq.h - shared declarations of the C core of paho.mqtt for Lua.
+ *
+ * This header includes no Lua header on purpose: events.c, the only file
+ * whose functions paho calls on its own threads, includes it and nothing from
+ * Lua, so no Lua call can ever slip onto a paho thread.
+ */
+#ifndef PMQ_H
+#define PMQ_H
+
+#include <stddef.h>
+#include <pthread.h>
+#include <MQTTAsync.h>
+
+#if defined(__GNUC__)
+#define PMQ_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define PMQ_HIDDEN
+#endif
+
+/* Event types delivered from paho's threads to the owning Lua thread. */
+enum {
+    PMQ_EV_MESSAGE = 1,  /* a PUBLISH arrived */
+    PMQ_EV_OP,           /* an asynchronous request finished */
+    PMQ_EV_LOST,         /* connectionLost */
+    PMQ_EV_DISCONNECTED  /* the broker sent DISCONNECT (MQTT 5) */
+};
+
+/* Kinds of asynchronous requests. */
+enum {
+    PMQ_OP_CONNECT = 1,
+    PMQ_OP_SUBSCRIBE,
+    PMQ_OP_UNSUBSCRIBE,
+    PMQ_OP_PUBLISH,
+    PMQ_OP_DISCONNECT
+};
+
+/* Why a connection ended, as the binding classifies it. */
+enum {
+    PMQ_CAUSE_NONE = 0,
+    PMQ_CAUSE_KEEPALIVE,
+    PMQ_CAUSE_BROKER,
+    PMQ_CAUSE_NETWORK,
+    PMQ_CAUSE_CLIENT
+};
+
+typedef struct pmq_event {
+    struct pmq_event *next;
+    int type;
+    int kind;            /* PMQ_OP_* for PMQ_EV_OP */
+    int token;           /* paho token of the request */
+    int ok;              /* 1 on success */
+    int rc;              /* paho return code (failures) */
+    int reason;          /* MQTT reason code */
+    int flag;            /* session_present (connect), packet type (failure) */
+    int mqtt_version;
+    int nqos;            /* granted QoS / reason codes of a SUBACK/UNSUBACK */
+    int *qos;
+    char *text;          /* failure message, server URI or cause; malloc'd */
+    int has_props;
+    MQTTProperties props;
+    /* PMQ_EV_MESSAGE: paho's own storage, freed after dispatch */
+    char *topic;
+    int topiclen;
+    MQTTAsync_message *msg;
+    size_t bytes;        /* what this event counts against the byte limit */
+} pmq_event;
+
+struct pmq_ctx;
+
+/* Context of one subscribe request: a v3 SUBACK's granted list carries no
+ * length, so the callback needs to know how many filters were sent. */
+typedef struct pmq_subop {
+    struct pmq_subop *next, *prev;
+    struct pmq_ctx *c;
+    int n;
+} pmq_subop;
+
+/* One client: malloc'd, because paho's threads may use it after Lua has
+ * collected the userdata box that points at it. */
+typedef struct pmq_ctx {
+    MQTTAsync handle;
+    int version;                 /* 3, 4 or 5 */
+
+    pthread_mutex_t mu;
+    pmq_event *head, *tail;
+    size_t count, bytes;         /* events and bytes queued */
+    size_t max_count, max_bytes; /* the bound; 0 = unbounded */
+    int rfd, wfd;                /* eventfd (rfd == wfd) or pipe */
+    int signalled;               /* the fd is readable */
+    int closing;                 /* close() started: paho threads stop waiting */
+    int active;                  /* paho callbacks running right now */
+    pmq_subop *subops;           /* subscribe requests not answered yet */
+
+    /* counters, read with the mutex held */
+    unsigned long long msgs_in, bytes_in, stalls, overflows, max_depth;
+    double stalled_secs;
+
+    /* connection state as paho last reported it */
+    int connected;
+    double connected_at, lost_at;
+    int lost_cause;              /* PMQ_CAUSE_* */
+    int lost_reason;             /* MQTT reason code when the broker said it */
+    char lost_text[200];
+    int keepalive;               /* seconds, as sent in CONNECT */
+} pmq_ctx;
+
+/* events.c: the thread boundary */
+PMQ_HIDDEN int  pmq_queue_init(pmq_ctx *c);
+PMQ_HIDDEN void pmq_queue_close(pmq_ctx *c);  /* wake waiters, mark closing */
+PMQ_HIDDEN void pmq_queue_free(pmq_ctx *c);   /* free what is left; after destroy */
+PMQ_HIDDEN pmq_event *pmq_queue_pop(pmq_ctx *c);
+PMQ_HIDDEN void pmq_event_free(pmq_event *e);
+PMQ_HIDDEN void pmq_wait_idle(pmq_ctx *c);    /* until no paho callback runs */
+PMQ_HIDDEN double pmq_now(void);
+/* bracket every paho call made by a binding thread (see events.c) */
+PMQ_HIDDEN void pmq_paho_enter(void);
+PMQ_HIDDEN void pmq_paho_leave(void);              /* monotonic seconds */
+PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text);
+
+PMQ_HIDDEN pmq_subop *pmq_subop_new(struct pmq_ctx *c, int n);
+PMQ_HIDDEN void pmq_subop_free(pmq_subop *op);
+
+/* paho callbacks; context is the pmq_ctx */
+PMQ_HIDDEN int  pmq_on_message(void *ctx, char *topic, int topiclen, MQTTAsync_message *m);
+PMQ_HIDDEN void pmq_on_lost(void *ctx, char *cause);
+PMQ_HIDDEN void pmq_on_disconnected(void *ctx, MQTTProperties *props, enum MQTTReasonCodes rc);
+
+/* response callbacks, one set per request kind (v3 and v5) */
+#define PMQ_DECLARE_OP(name) \
+    PMQ_HIDDEN void pmq_##name##_ok(void *ctx, MQTTAsync_successData *r); \
+    PMQ_HIDDEN void pmq_##name##_fail(void *ctx, MQTTAsync_failureData *r); \
+    PMQ_HIDDEN void pmq_##name##_ok5(void *ctx, MQTTAsync_successData5 *r); \
+    PMQ_HIDDEN void pmq_##name##_fail5(void *ctx, MQTTAsync_failureData5 *r);
+PMQ_DECLARE_OP(connect)
+PMQ_DECLARE_OP(subscribe)
+PMQ_DECLARE_OP(unsubscribe)
+PMQ_DECLARE_OP(publish)
+PMQ_DECLARE_OP(disconnect)
+
+#endif

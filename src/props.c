@@ -1,0 +1,267 @@
+/*
+ * props.c - MQTT 5 properties: Lua tables <-> paho's MQTTProperties.
+ *
+ * A properties table uses the snake_case names of the MQTT 5 properties:
+ *   { content_type = "text/plain", correlation_data = "\0\1",
+ *     user = { {"key", "value"}, {"key", "again"} } }
+ * Converting to paho happens in two passes: pmq_props_check validates and may
+ * raise (nothing is allocated yet), pmq_props_build then allocates and cannot
+ * raise, so a bad table never leaks.
+ */
+#include "luapmq.h"
+
+#include <string.h>
+
+enum { T_BYTE, T_INT2, T_INT4, T_VBI, T_BINARY, T_STRING, T_PAIR };
+
+static const struct {
+    const char *name;
+    int code;
+    int type;
+} props[] = {
+    {"payload_format_indicator", MQTTPROPERTY_CODE_PAYLOAD_FORMAT_INDICATOR, T_BYTE},
+    {"message_expiry_interval", MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL, T_INT4},
+    {"content_type", MQTTPROPERTY_CODE_CONTENT_TYPE, T_STRING},
+    {"response_topic", MQTTPROPERTY_CODE_RESPONSE_TOPIC, T_STRING},
+    {"correlation_data", MQTTPROPERTY_CODE_CORRELATION_DATA, T_BINARY},
+    {"subscription_identifier", MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER, T_VBI},
+    {"session_expiry_interval", MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL, T_INT4},
+    {"assigned_client_id", MQTTPROPERTY_CODE_ASSIGNED_CLIENT_IDENTIFER, T_STRING},
+    {"server_keep_alive", MQTTPROPERTY_CODE_SERVER_KEEP_ALIVE, T_INT2},
+    {"authentication_method", MQTTPROPERTY_CODE_AUTHENTICATION_METHOD, T_STRING},
+    {"authentication_data", MQTTPROPERTY_CODE_AUTHENTICATION_DATA, T_BINARY},
+    {"request_problem_information", MQTTPROPERTY_CODE_REQUEST_PROBLEM_INFORMATION, T_BYTE},
+    {"will_delay_interval", MQTTPROPERTY_CODE_WILL_DELAY_INTERVAL, T_INT4},
+    {"request_response_information", MQTTPROPERTY_CODE_REQUEST_RESPONSE_INFORMATION, T_BYTE},
+    {"response_information", MQTTPROPERTY_CODE_RESPONSE_INFORMATION, T_STRING},
+    {"server_reference", MQTTPROPERTY_CODE_SERVER_REFERENCE, T_STRING},
+    {"reason_string", MQTTPROPERTY_CODE_REASON_STRING, T_STRING},
+    {"receive_maximum", MQTTPROPERTY_CODE_RECEIVE_MAXIMUM, T_INT2},
+    {"topic_alias_maximum", MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, T_INT2},
+    {"topic_alias", MQTTPROPERTY_CODE_TOPIC_ALIAS, T_INT2},
+    {"maximum_qos", MQTTPROPERTY_CODE_MAXIMUM_QOS, T_BYTE},
+    {"retain_available", MQTTPROPERTY_CODE_RETAIN_AVAILABLE, T_BYTE},
+    {"user", MQTTPROPERTY_CODE_USER_PROPERTY, T_PAIR},
+    {"maximum_packet_size", MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE, T_INT4},
+    {"wildcard_subscription_available", MQTTPROPERTY_CODE_WILDCARD_SUBSCRIPTION_AVAILABLE, T_BYTE},
+    {"subscription_identifiers_available", MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIERS_AVAILABLE, T_BYTE},
+    {"shared_subscription_available", MQTTPROPERTY_CODE_SHARED_SUBSCRIPTION_AVAILABLE, T_BYTE},
+    {NULL, 0, 0}};
+
+static int find(const char *name)
+{
+    for (int i = 0; props[i].name; i++)
+        if (strcmp(props[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int find_code(int code)
+{
+    for (int i = 0; props[i].name; i++)
+        if (props[i].code == code)
+            return i;
+    return -1;
+}
+
+static void check_number(lua_State *L, int vidx, const char *fname, const char *name, int type)
+{
+    lua_Number max = type == T_BYTE ? 255 : type == T_INT2 ? 65535 : type == T_VBI ? 268435455 : 4294967295.0;
+    lua_Number v;
+    if (!pmq_isinteger(L, vidx))
+        luaL_error(L, "bad property '%s' to %s (integer expected, got %s)", name, fname,
+                   luaL_typename(L, vidx));
+    v = lua_tonumber(L, vidx);
+    if (v < 0 || v > max)
+        luaL_error(L, "bad property '%s' to %s (%.0f out of range 0..%.0f)", name, fname, (double)v,
+                   (double)max);
+}
+
+void pmq_props_check(lua_State *L, int idx, const char *fname, int version)
+{
+    idx = pmq_absindex(L, idx);
+    if (lua_isnoneornil(L, idx))
+        return;
+    if (lua_type(L, idx) != LUA_TTABLE)
+        luaL_error(L, "bad 'properties' to %s (table expected, got %s)", fname, luaL_typename(L, idx));
+    if (version != 5) {
+        lua_pushnil(L);
+        if (lua_next(L, idx)) {
+            lua_pop(L, 2);
+            luaL_error(L, "bad 'properties' to %s (properties need MQTT 5; this client uses version %d)",
+                       fname, version);
+        }
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *name;
+        int i;
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "bad 'properties' to %s (property names are strings, got %s)", fname,
+                       luaL_typename(L, -2));
+        name = lua_tostring(L, -2);
+        if ((i = find(name)) < 0)
+            luaL_error(L, "unknown property '%s' to %s", name, fname);
+        switch (props[i].type) {
+        case T_BYTE:
+        case T_INT2:
+        case T_INT4:
+        case T_VBI:
+            check_number(L, -1, fname, name, props[i].type);
+            break;
+        case T_STRING:
+        case T_BINARY:
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "bad property '%s' to %s (string expected, got %s)", name, fname,
+                           luaL_typename(L, -1));
+            if (lua_rawlen(L, -1) > 65535)
+                luaL_error(L, "bad property '%s' to %s (longer than 65535 bytes)", name, fname);
+            break;
+        case T_PAIR: {
+            int n, t = lua_gettop(L);
+            if (lua_type(L, t) != LUA_TTABLE)
+                luaL_error(L, "bad property 'user' to %s (list of {key, value} pairs expected, got %s)",
+                           fname, luaL_typename(L, t));
+            n = (int)pmq_rawlen(L, t);
+            for (int k = 1; k <= n; k++) {
+                lua_rawgeti(L, t, k);
+                if (lua_type(L, -1) != LUA_TTABLE)
+                    luaL_error(L, "bad property 'user' to %s (item %d: {key, value} expected, got %s)",
+                               fname, k, luaL_typename(L, -1));
+                for (int j = 1; j <= 2; j++) {
+                    lua_rawgeti(L, -1, j);
+                    if (lua_type(L, -1) != LUA_TSTRING)
+                        luaL_error(L, "bad property 'user' to %s (item %d: %s must be a string, got %s)",
+                                   fname, k, j == 1 ? "key" : "value", luaL_typename(L, -1));
+                    lua_pop(L, 1);
+                }
+                lua_pop(L, 1);
+            }
+            break;
+        }
+        }
+        lua_pop(L, 1);
+    }
+}
+
+static void add(MQTTProperties *p, int code, int type, lua_State *L, int vidx)
+{
+    MQTTProperty pr;
+    size_t len;
+    memset(&pr, 0, sizeof pr);
+    pr.identifier = (enum MQTTPropertyCodes)code;
+    switch (type) {
+    case T_BYTE:
+        pr.value.byte = (unsigned char)lua_tonumber(L, vidx);
+        break;
+    case T_INT2:
+        pr.value.integer2 = (unsigned short)lua_tonumber(L, vidx);
+        break;
+    case T_INT4:
+    case T_VBI:
+        pr.value.integer4 = (unsigned int)lua_tonumber(L, vidx);
+        break;
+    case T_STRING:
+    case T_BINARY:
+        pr.value.data.data = (char *)lua_tolstring(L, vidx, &len);
+        pr.value.data.len = (int)len;
+        break;
+    }
+    MQTTProperties_add(p, &pr); /* copies the data */
+}
+
+void pmq_props_build(lua_State *L, int idx, MQTTProperties *p)
+{
+    idx = pmq_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        int i = find(lua_tostring(L, -2));
+        if (props[i].type == T_PAIR) {
+            int n = (int)pmq_rawlen(L, -1);
+            for (int k = 1; k <= n; k++) {
+                MQTTProperty pr;
+                size_t len;
+                memset(&pr, 0, sizeof pr);
+                pr.identifier = MQTTPROPERTY_CODE_USER_PROPERTY;
+                lua_rawgeti(L, -1, k);
+                lua_rawgeti(L, -1, 1);
+                lua_rawgeti(L, -2, 2);
+                pr.value.data.data = (char *)lua_tolstring(L, -2, &len);
+                pr.value.data.len = (int)len;
+                pr.value.value.data = (char *)lua_tolstring(L, -1, &len);
+                pr.value.value.len = (int)len;
+                MQTTProperties_add(p, &pr);
+                lua_pop(L, 3);
+            }
+        } else {
+            add(p, props[i].code, props[i].type, L, -1);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+void pmq_props_push(lua_State *L, const MQTTProperties *p)
+{
+    lua_createtable(L, 0, p ? p->count : 0);
+    if (!p)
+        return;
+    for (int k = 0; k < p->count; k++) {
+        const MQTTProperty *pr = &p->array[k];
+        int i = find_code((int)pr->identifier);
+        if (i < 0)
+            continue;
+        switch (props[i].type) {
+        case T_BYTE:
+            lua_pushinteger(L, pr->value.byte);
+            break;
+        case T_INT2:
+            lua_pushinteger(L, pr->value.integer2);
+            break;
+        case T_INT4:
+        case T_VBI:
+            lua_pushnumber(L, (lua_Number)pr->value.integer4);
+            if (pr->value.integer4 <= 0x7fffffffU) {
+                lua_pop(L, 1);
+                lua_pushinteger(L, (lua_Integer)pr->value.integer4);
+            }
+            break;
+        case T_STRING:
+        case T_BINARY:
+            lua_pushlstring(L, pr->value.data.data ? pr->value.data.data : "", (size_t)pr->value.data.len);
+            break;
+        case T_PAIR:
+            lua_getfield(L, -1, "user");
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_newtable(L);
+                lua_pushvalue(L, -1);
+                lua_setfield(L, -3, "user");
+            }
+            lua_createtable(L, 2, 0);
+            lua_pushlstring(L, pr->value.data.data ? pr->value.data.data : "", (size_t)pr->value.data.len);
+            lua_rawseti(L, -2, 1);
+            lua_pushlstring(L, pr->value.value.data ? pr->value.value.data : "", (size_t)pr->value.value.len);
+            lua_rawseti(L, -2, 2);
+            lua_rawseti(L, -2, (int)pmq_rawlen(L, -2) + 1);
+            lua_pop(L, 1);
+            continue;
+        }
+        if (pr->identifier == MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER) {
+            /* a message may match several subscriptions: always a list */
+            lua_getfield(L, -2, props[i].name);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_newtable(L);
+                lua_pushvalue(L, -1);
+                lua_setfield(L, -4, props[i].name);
+            }
+            lua_insert(L, -2);
+            lua_rawseti(L, -2, (int)pmq_rawlen(L, -2) + 1);
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_setfield(L, -2, props[i].name);
+    }
+}

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs the Debian packages this project needs, when missing.
+# As root: apt-get install -y. Otherwise: prints the exact command and fails.
+lua=${1:-lua5.4}
+pkgs="lua5.4 liblua5.4-dev luarocks lua-busted lua-check libpaho-mqtt-dev mosquitto mosquitto-clients make gcc"
+case "$lua" in
+  lua5.3) pkgs="$pkgs lua5.3 liblua5.3-dev" ;;
+  lua5.1) pkgs="$pkgs lua5.1 liblua5.1-0-dev" ;;
+  luajit*) pkgs="$pkgs luajit2 libluajit2-5.1-dev" ;;
+esac
+[ -n "$PMQ_VALGRIND" ] && pkgs="$pkgs valgrind"
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then
+  echo "installing:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null && apt-get install -y -q $missing >/dev/null || {
+    echo "apt-get install failed for:$missing" >&2; exit 1; }
+  # Debian starts the packaged mosquitto service on 1883; the tests use their
+  # own brokers on free ports and do not need it.
+else
+  echo "These Debian packages are missing:$missing" >&2
+  echo "Install them with:" >&2
+  echo "  sudo apt-get install -y$missing" >&2
+  exit 1
+fi

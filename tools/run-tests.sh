@@ -1,0 +1,24 @@
+#!/bin/sh
+# Runs the busted suite with the given Lua and ends with "N passed, N failed".
+lua=${1:-lua5.4}; shift
+out=$(mktemp)
+if [ -n "$PMQ_VALGRIND" ]; then
+  runner="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --suppressions=tools/valgrind.supp --num-callers=30 $lua"
+else
+  runner="$lua"
+fi
+$runner /usr/bin/busted --lua="$lua" --output=utfTerminal "$@" 2>&1 | tee "$out"
+rc=$?
+# busted: "12 successes / 0 failures / 0 errors / 0 pending : 3.2 seconds"
+line=$(grep -a -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g')
+rm -f "$out"
+if [ -z "$line" ]; then
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+passed=$(echo "$line" | sed -E 's/^[^0-9]*([0-9]+) success.*/\1/')
+failures=$(echo "$line" | sed -E 's/.* ([0-9]+) failures?.*/\1/')
+errors=$(echo "$line" | sed -E 's/.* ([0-9]+) errors?.*/\1/')
+failed=$((failures + errors))
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$rc" -eq 0 ]
