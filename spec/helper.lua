@@ -1,0 +1,176 @@
+--- Test helper: owns the mosquitto processes the specs run against.
+--
+--   local helper = require "helper"
+--   local broker = helper.broker()            -- a fresh mosquitto on a free port
+--   local b2 = helper.broker{ config = {"max_qos 0"} }
+--   broker.uri, broker.port; broker:stop(); broker:pause(); broker:resume(); broker:kill()
+--
+-- Every broker listens on 127.0.0.1 only and is stopped when the spec file
+-- ends (helper.stop_all, called from an `teardown`, and at exit).
+local core = require "paho.mqtt.core"
+
+local M = {}
+local running = {}
+local seq = 0
+
+function M.sleep(s) core.poll({}, s) end
+M.now = core.now
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+M.read = read
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+M.sh = sh
+
+--- A name unique in this run, for client ids and topics.
+function M.uid(prefix)
+  seq = seq + 1
+  return ("%s-%d-%d"):format(prefix or "t", os.time() % 100000, seq)
+end
+
+local tmproot
+local function tmpdir()
+  if not tmproot then
+    local p = io.popen("mktemp -d /tmp/paho-mqtt-spec.XXXXXX")
+    tmproot = p:read("*l")
+    p:close()
+  end
+  return tmproot
+end
+M.tmpdir = tmpdir
+
+local Broker = {}
+Broker.__index = Broker
+
+function Broker:alive()
+  return self.pid and sh("kill -0 " .. self.pid .. " 2>/dev/null")
+end
+
+function Broker:signal(sig)
+  if self.pid then sh(("kill -%s %d 2>/dev/null"):format(sig, self.pid)) end
+end
+
+function Broker:pause() self:signal("STOP") end
+function Broker:resume() self:signal("CONT") end
+
+--- Stops the broker (SIGTERM: mosquitto saves its persistence file) and waits.
+function Broker:stop(sig)
+  if not self.pid then return end
+  self:signal("CONT")
+  self:signal(sig or "TERM")
+  local deadline = core.now() + 5
+  while self:alive() and core.now() < deadline do M.sleep(0.02) end
+  if self:alive() then self:signal("KILL") M.sleep(0.1) end
+  running[self] = nil
+  self.pid = nil
+end
+
+function Broker:kill() self:stop("KILL") end
+
+--- Starts it again on the same port, with the same config and data.
+function Broker:start()
+  assert(not self.pid, "broker already running")
+  for _ = 1, 50 do
+    local log = self.dir .. "/mosquitto.log"
+    os.remove(log)
+    local p = io.popen(("mosquitto -c %s/mosquitto.conf >%s 2>&1 & echo $!"):format(self.dir, log))
+    local pid = tonumber(p:read("*l"))
+    p:close()
+    local deadline = core.now() + 5
+    while core.now() < deadline do
+      local text = read(log) or ""
+      if text:find("running", 1, true) then
+        self.pid = pid
+        running[self] = true
+        return self
+      end
+      if not sh("kill -0 " .. pid .. " 2>/dev/null") then break end
+      M.sleep(0.02)
+    end
+    sh("kill -9 " .. pid .. " 2>/dev/null")
+    M.sleep(0.2) -- the port may be in TIME_WAIT after a restart
+  end
+  error("mosquitto did not start on port " .. self.port .. ":\n" .. (read(self.dir .. "/mosquitto.log") or ""))
+end
+
+--- A new broker: opts.config = {"extra config line", ...}
+function M.broker(opts)
+  opts = opts or {}
+  seq = seq + 1
+  local dir = ("%s/broker-%d"):format(tmpdir(), seq)
+  sh("mkdir -p " .. dir)
+  for _ = 1, 20 do
+    local port = 20000 + math.random(0, 39999)
+    local conf = {
+      "listener " .. port .. " 127.0.0.1",
+      "allow_anonymous true",
+      "persistence true",
+      "persistence_location " .. dir .. "/",
+      "log_dest stdout",
+      "log_type error",
+      "log_type warning",
+      "log_type notice",
+      "log_type information",
+    }
+    for _, line in ipairs(opts.config or {}) do conf[#conf + 1] = line end
+    local f = assert(io.open(dir .. "/mosquitto.conf", "w"))
+    f:write(table.concat(conf, "\n"), "\n")
+    f:close()
+    local b = setmetatable({ port = port, dir = dir, uri = "tcp://127.0.0.1:" .. port }, Broker)
+    local ok = pcall(b.start, b)
+    if ok then return b end
+  end
+  error("could not start mosquitto on any port")
+end
+
+function M.stop_all()
+  for b in pairs(running) do b:stop() end
+end
+
+--- Polls cond() every 10 ms while dispatching, for at most `timeout` s.
+function M.eventually(cond, timeout, mqtt)
+  local deadline = core.now() + (timeout or 5)
+  repeat
+    if cond() then return true end
+    if mqtt then mqtt.dispatch(0.01) else M.sleep(0.01) end
+  until core.now() > deadline
+  return cond() and true or false
+end
+
+--- Open descriptors of this process.
+function M.pid()
+  return tonumber((read("/proc/self/stat") or ""):match("^(%d+)"))
+end
+
+function M.fd_count()
+  local p = io.popen("ls /proc/" .. M.pid() .. "/fd 2>/dev/null | wc -l")
+  local n = tonumber(p:read("*l"))
+  p:close()
+  return n
+end
+
+--- Threads of this process.
+function M.thread_count()
+  local s = read("/proc/self/status") or ""
+  return tonumber(s:match("Threads:%s*(%d+)"))
+end
+
+-- at exit, never leave a broker behind
+M._guard = setmetatable({}, { __gc = function() M.stop_all() end })
+if _VERSION == "Lua 5.1" and newproxy then -- luacheck: ignore 113
+  local p = newproxy(true) -- luacheck: ignore 113
+  getmetatable(p).__gc = function() M.stop_all() end
+  M._guard = p
+end
+
+math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+return M
