@@ -48,11 +48,24 @@ local function tmpdir()
 end
 M.tmpdir = tmpdir
 
+local is_root = (function()
+  local p = io.popen("id -u")
+  local uid = p:read("*l")
+  p:close()
+  return uid == "0"
+end)()
+
 local Broker = {}
 Broker.__index = Broker
 
+-- alive and not a zombie (PID 1 of a container may never reap it)
+local function alive(pid)
+  local stat = read("/proc/" .. pid .. "/stat")
+  return stat ~= nil and not stat:match("^%d+ %b() Z")
+end
+
 function Broker:alive()
-  return self.pid and sh("kill -0 " .. self.pid .. " 2>/dev/null")
+  return self.pid ~= nil and alive(self.pid)
 end
 
 function Broker:signal(sig)
@@ -79,12 +92,13 @@ function Broker:kill() self:stop("KILL") end
 --- Starts it again on the same port, with the same config and data.
 function Broker:start()
   assert(not self.pid, "broker already running")
-  for _ = 1, 50 do
+  for _ = 1, 10 do
     local log = self.dir .. "/mosquitto.log"
     os.remove(log)
-    local p = io.popen(("mosquitto -c %s/mosquitto.conf >%s 2>&1 & echo $!"):format(self.dir, log))
+    local p = io.popen(("mosquitto -c %s/mosquitto.conf >%s.out 2>&1 & echo $!"):format(self.dir, log))
     local pid = tonumber(p:read("*l"))
     p:close()
+    if not pid then error("could not start mosquitto") end
     local deadline = core.now() + 5
     while core.now() < deadline do
       local text = read(log) or ""
@@ -93,13 +107,14 @@ function Broker:start()
         running[self] = true
         return self
       end
-      if not sh("kill -0 " .. pid .. " 2>/dev/null") then break end
+      if not alive(pid) then break end
       M.sleep(0.02)
     end
     sh("kill -9 " .. pid .. " 2>/dev/null")
     M.sleep(0.2) -- the port may be in TIME_WAIT after a restart
   end
-  error("mosquitto did not start on port " .. self.port .. ":\n" .. (read(self.dir .. "/mosquitto.log") or ""))
+  error("mosquitto did not start on port " .. self.port .. ":\n" .. (read(self.dir .. "/mosquitto.log") or "")
+    .. (read(self.dir .. "/mosquitto.log.out") or ""))
 end
 
 --- A new broker: opts.config = {"extra config line", ...}
@@ -115,12 +130,13 @@ function M.broker(opts)
       "allow_anonymous true",
       "persistence true",
       "persistence_location " .. dir .. "/",
-      "log_dest stdout",
+      "log_dest file " .. dir .. "/mosquitto.log",
       "log_type error",
       "log_type warning",
       "log_type notice",
       "log_type information",
     }
+    if is_root then conf[#conf + 1] = "user root" end -- keep write access to dir
     for _, line in ipairs(opts.config or {}) do conf[#conf + 1] = line end
     local f = assert(io.open(dir .. "/mosquitto.conf", "w"))
     f:write(table.concat(conf, "\n"), "\n")

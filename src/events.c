@@ -259,6 +259,9 @@ static void wait_space(pmq_ctx *c, size_t add)
 {
     double t0 = pmq_now();
     int over = 0;
+    pthread_mutex_lock(&c->mu);
+    c->stalls++;
+    pthread_mutex_unlock(&c->mu);
     __atomic_add_fetch(&g_stalled, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_lock(&g_mu);
     for (;;) {
@@ -285,7 +288,6 @@ static void wait_space(pmq_ctx *c, size_t add)
     pthread_mutex_unlock(&g_mu);
     __atomic_sub_fetch(&g_stalled, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_lock(&c->mu);
-    c->stalls++;
     c->overflows += (unsigned long long)over;
     c->stalled_secs += pmq_now() - t0;
     pthread_mutex_unlock(&c->mu);

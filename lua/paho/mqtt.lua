@@ -127,6 +127,8 @@ end
 local handle_event -- defined with the client
 
 -- handle what client c has queued; at most `max` events
+local release_held -- defined with publish
+
 local function drain(c, max)
   local n = 0
   local core_c = c._c
@@ -134,6 +136,10 @@ local function drain(c, max)
     if not c._c then break end
     if handle_event(c, core_c:next()) == false then break end
     n = n + 1
+    if c._release then
+      c._release = false
+      release_held(c)
+    end
   end
   return n
 end
@@ -382,6 +388,9 @@ function M.client(opts)
     _loss_gen = 0,
     _stats = { messages_out = 0, bytes_out = 0, reconnects = 0 },
     _inbox = nil,
+    _inflight = 0,          -- QoS 1/2 publishes handed to paho, not yet acknowledged
+    _recv_max = 65535,      -- the broker's Receive Maximum (MQTT 5 CONNACK)
+    _held = {}, _held_first = 1, _held_last = 0, -- publishes waiting for room
   }, Client)
   clients[self] = true
   return self
@@ -517,6 +526,9 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       self._state = "connected"
       self._ever_connected = true
       local info = { session_present = extra, uri = text, properties = props or {}, reconnect = false }
+      self._recv_max = info.properties.receive_maximum or 65535
+      self._inflight = 0
+      self._release = true
       if tok then finish(tok, true, nil, nil, info) end
       fire(self, "connect", info)
     else
@@ -542,6 +554,10 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
   if not tok then return end
   local more = self._more and self._more[token]
   if more and #more > 0 then tokens[token] = table.remove(more, 1) else tokens[token] = nil end
+  if tok.qos then
+    self._inflight = self._inflight - 1
+    self._release = true
+  end
   if not ok then
     local msg, code = op_failure(self, kind, rc, reason, text)
     finish(tok, false, msg, code)
@@ -664,8 +680,8 @@ function Client:connect(opts)
   return nil, msg, ecode
 end
 
-local function track(self, token, kind)
-  local tok = new_token(self, kind)
+local function track(self, token, kind, tok)
+  tok = tok or new_token(self, kind)
   local tokens = self._tokens
   if tokens[token] then
     -- paho reused the id before we saw the earlier completion: keep order
@@ -774,12 +790,58 @@ function Client:publish(topic, payload, opts)
   if payload ~= nil and type(payload) ~= "string" then
     error("bad argument #2 to publish (string payload or nil expected, got " .. type(payload) .. ")", 2)
   end
+  if qos and qos > 0 and self.version == 5 and self._state == "connected" then
+    -- Flow control: paho 1.3.12 holds publishes beyond the broker's Receive
+    -- Maximum and only looks at them again after up to a second, so keep
+    -- them here and hand them over as PUBACKs/PUBCOMPs come back.
+    if self._inflight >= self._recv_max or self._held_first <= self._held_last then
+      local tok = new_token(self, "publish")
+      tok.qos = qos
+      local held = self._held
+      self._held_last = self._held_last + 1
+      held[self._held_last] = { topic, payload, qos, retain, props, tok }
+      -- check now what would otherwise fail on submission
+      if topic == "" and not (props and props.topic_alias) or topic:find("[+#%z]") then
+        self._held_last = self._held_last - 1
+        held[self._held_last + 1] = nil
+        return c:publish(topic, payload, qos, retain, props) -- raises with the reason
+      end
+      return tok
+    end
+  end
   local token, err, code = c:publish(topic, payload, qos, retain, props)
   if not token then return nil, err, code end
   local st = self._stats
   st.messages_out = st.messages_out + 1
   st.bytes_out = st.bytes_out + (payload and #payload or 0)
-  return track(self, token, "publish")
+  local tok = track(self, token, "publish")
+  if qos and qos > 0 then
+    tok.qos = qos
+    self._inflight = self._inflight + 1
+  end
+  return tok
+end
+
+-- hand held publishes to paho while the broker's window has room
+function release_held(self)
+  local held, c = self._held, self._c
+  while self._held_first <= self._held_last and self._inflight < self._recv_max do
+    if self._state ~= "connected" or not c then break end
+    local h = held[self._held_first]
+    held[self._held_first] = nil
+    self._held_first = self._held_first + 1
+    local tok = h[6]
+    local token, err, code = c:publish(h[1], h[2], h[3], h[4], h[5])
+    if token then
+      local st = self._stats
+      st.messages_out = st.messages_out + 1
+      st.bytes_out = st.bytes_out + (h[2] and #h[2] or 0)
+      track(self, token, "publish", tok)
+      self._inflight = self._inflight + 1
+    else
+      finish(tok, false, err, code)
+    end
+  end
 end
 
 local disconnect_spec = {
@@ -842,6 +904,7 @@ function Client:stats()
   local inflight = 0
   for _ in pairs(self._tokens) do inflight = inflight + 1 end
   s.inflight = inflight
+  s.held = self._held_last - self._held_first + 1 -- waiting for the broker's Receive Maximum
   s.messages_out = self._stats.messages_out
   s.bytes_out = self._stats.bytes_out
   s.reconnects = self._stats.reconnects
