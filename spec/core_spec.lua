@@ -154,7 +154,8 @@ describe("core", function()
     assert.is_true(c:disconnect())
     mqtt.dispatch(0.3)
     assert.are.equal(0, #got)
-    c = connected{ connect = { will = { topic = topic, payload = "gone", qos = 1, properties = { content_type = "text/plain" } } } }
+    c = connected{ connect = { will = { topic = topic, payload = "gone", qos = 1,
+      properties = { content_type = "text/plain" } } } }
     assert.is_true(c:disconnect{ reason = 0x04 })
     assert.is_true(wait_count(got, 1))
     assert.are.equal("gone", got[1].payload)

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs the busted suite with the given Lua and ends with "N passed, N failed".
 lua=${1:-lua5.4}; shift
+export PMQ_LUA="$lua"
 out=$(mktemp)
 if [ -n "$PMQ_VALGRIND" ]; then
   runner="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --suppressions=tools/valgrind.supp --num-callers=30 $lua"

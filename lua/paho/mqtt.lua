@@ -9,10 +9,10 @@ local core = require "paho.mqtt.core"
 local options = require "paho.mqtt.options"
 
 local check, range, nrange, oneof = options.check, options.range, options.nrange, options.oneof
-local type, pairs, ipairs, select, error, tostring, setmetatable, next =
-  type, pairs, ipairs, select, error, tostring, setmetatable, next
-local co_create, co_resume, co_yield, co_running, co_status =
-  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
+local type, pairs, ipairs, error, tostring, setmetatable =
+  type, pairs, ipairs, error, tostring, setmetatable
+local co_create, co_resume, co_yield, co_running =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
 local now, poll = core.now, core.poll
 local unpack = table.unpack or unpack -- luacheck: ignore 143
 local fmt = string.format
@@ -194,7 +194,8 @@ local function wait_for(cond, deadline, timeout_msg)
     return co_yield(WAIT, { cond = cond, deadline = deadline, timeout_msg = timeout_msg })
   end
   if depth > 0 then
-    error("cannot wait here: inside a dispatch, waits work in paho.mqtt handlers (which yield) or at top level", 3)
+    error("cannot wait here: inside a dispatch, waits work in paho.mqtt handlers (which yield) "
+      .. "or at top level", 3)
   end
   while true do
     local t = now()
@@ -275,7 +276,8 @@ end
 function Token:wait(timeout)
   if getmetatable(self) ~= Token then error("bad self to token:wait (token expected)", 2) end
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    error("bad argument #1 to wait (non-negative number of seconds expected, got " .. options.describe(timeout) .. ")", 2)
+    error("bad argument #1 to wait (non-negative number of seconds expected, got "
+      .. options.describe(timeout) .. ")", 2)
   end
   if self.status ~= nil then
     if self.status then return true end
@@ -408,8 +410,8 @@ function Client:on(name, handler)
   checkself(self, "on")
   if type(name) ~= "string" or not events[name] then
     local hint = type(name) == "string" and options.closest(name, events)
-    error(fmt("bad argument #1 to on (event name expected: message, connect, disconnect, connect_failed or error; got %s%s)",
-      options.describe(name), hint and ("; did you mean '" .. hint .. "'?") or ""), 2)
+    error(fmt("bad argument #1 to on (event name expected: message, connect, disconnect, connect_failed "
+      .. "or error; got %s%s)", options.describe(name), hint and ("; did you mean '" .. hint .. "'?") or ""), 2)
   end
   if handler ~= nil and type(handler) ~= "function" then
     local mt = getmetatable(handler)
@@ -436,10 +438,10 @@ function Client:fd()
 end
 Client.pollfd = Client.fd
 
-function Client:events() return "r" end
+function Client.events() return "r" end
 
 --- For pollers: seconds until a suspended wait needs attention, or nil.
-function Client:timeout()
+function Client.timeout()
   local d = earliest_deadline()
   if not d then return nil end
   local left = d - now()

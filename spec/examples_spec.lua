@@ -1,0 +1,25 @@
+-- Every example runs against a broker this spec starts.
+local helper = require "helper"
+
+local function run_example(path, uri)
+  local lua = os.getenv("PMQ_LUA") or "lua5.4"
+  local cmd = ("MQTT_URI=%s timeout 60 %s %s 2>&1"):format(uri, lua, path)
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  local ok, _, code = p:close()
+  return (ok == true or ok == 0) and (code == nil or code == 0), out
+end
+
+describe("examples", function()
+  local broker
+  setup(function() broker = helper.broker() end)
+  teardown(function() helper.stop_all() end)
+
+  it("session_demo.lua delivers the missed messages with session_present", function()
+    local ok, out = run_example("examples/session_demo.lua", broker.uri)
+    assert.is_true(ok, out)
+    assert.matches("session_present = true", out)
+    assert.matches("received 3 of the 3 messages it missed", out)
+    assert.matches("OK: the persistent session", out)
+  end)
+end)
