@@ -114,7 +114,7 @@ void pmq_props_check(lua_State *L, int idx, const char *fname, int version)
             if (lua_type(L, -1) != LUA_TSTRING)
                 luaL_error(L, "bad property '%s' to %s (string expected, got %s)", name, fname,
                            luaL_typename(L, -1));
-            if (lua_rawlen(L, -1) > 65535)
+            if (pmq_rawlen(L, -1) > 65535)
                 luaL_error(L, "bad property '%s' to %s (longer than 65535 bytes)", name, fname);
             break;
         case T_PAIR: {
