@@ -73,19 +73,20 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@sh tools/with-broker.sh $(LUA) examples/session_demo.lua
 
-bench: deps
-	@$(MAKE) --no-print-directory all
-	@sh bench/run.sh $(LUA)
+bench:
+	@echo "make bench: the benchmarks against raw paho.mqtt.c are not written yet" >&2; exit 1
 
-# AddressSanitizer + UBSan over the whole suite
+# AddressSanitizer + UBSan over the whole suite. The uninstrumented
+# interpreter gets the runtime by LD_PRELOAD, and so does every program the
+# specs start (mosquitto, sed, id...), whose own leaks are not ours: leak
+# checking is left to `make valgrind`, which checks only the Lua process.
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan-$(LUA) \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" all
 	@LUA_CPATH="$(CURDIR)/build/asan-$(LUA)/?.so;;" \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	  LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  sh tools/run-tests.sh $(LUA) $(BUSTED_ARGS)
 
