@@ -8,11 +8,12 @@ if [ -n "$PMQ_VALGRIND" ]; then
 else
   runner="$lua"
 fi
-$runner /usr/bin/busted --lua="$lua" --output=utfTerminal "$@" 2>&1 | tee "$out"
-rc=$?
+# (no --lua: busted would start a second interpreter, outside valgrind)
+{ $runner /usr/bin/busted --output=utfTerminal "$@"; echo $? > "$out.rc"; } 2>&1 | tee "$out"
+rc=$(cat "$out.rc" 2>/dev/null || echo 1)
 # busted: "12 successes / 0 failures / 0 errors / 0 pending : 3.2 seconds"
 line=$(grep -a -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g')
-rm -f "$out"
+rm -f "$out" "$out.rc"
 if [ -z "$line" ]; then
   echo "0 passed, 1 failed"
   exit 1
