@@ -32,7 +32,7 @@ WARN     := -std=c99 -Wall -Wextra -Werror -Wshadow -pedantic -Wno-overlength-st
 ALLCFLAGS = $(CFLAGS) $(WARN) -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
             -I$(LUA_INCDIR) -I$(PAHO_INCDIR)
 LIBFLAG  ?= -shared
-LIBS     := $(if $(PAHO_LIBDIR),-L$(PAHO_LIBDIR) -Wl$(,)-rpath$(,)$(PAHO_LIBDIR)) -lpaho-mqtt3as -lpthread
+LIBS     := $(if $(PAHO_LIBDIR),-L$(PAHO_LIBDIR) -Wl$(,)-rpath$(,)$(PAHO_LIBDIR)) -lpaho-mqtt3as -lpthread -ldl
 , := ,
 
 BUILD    ?= build/$(LUA)

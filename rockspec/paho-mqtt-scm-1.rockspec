@@ -43,7 +43,7 @@ build = {
          defines = { "_POSIX_C_SOURCE=200809L" },
          incdirs = { "$(PAHO_MQTT_INCDIR)" },
          libdirs = { "$(PAHO_MQTT_LIBDIR)" },
-         libraries = { "paho-mqtt3as", "pthread" },
+         libraries = { "paho-mqtt3as", "pthread", "dl" },
       },
       ["paho.mqtt"] = "lua/paho/mqtt.lua",
       ["paho.mqtt.options"] = "lua/paho/mqtt/options.lua",
