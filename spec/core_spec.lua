@@ -241,6 +241,34 @@ describe("core", function()
     sub:close()
   end)
 
+  it("holds MQTT 5 publishes beyond the broker's Receive Maximum and sends them in order", function()
+    local small = helper.broker{ config = { "max_inflight_messages 2" } }
+    local function client(id)
+      local x = assert(mqtt.client{ uri = small.uri, id = helper.uid(id) })
+      local _, info = assert(x:connect{})
+      return x, info
+    end
+    local sub = client("rmsub")
+    local pub, info = client("rmpub")
+    assert.are.equal(2, info.properties.receive_maximum)
+    local got = collector(sub)
+    local topic = helper.uid("rm")
+    assert(sub:subscribe(topic, 1))
+    local toks = {}
+    for i = 1, 50 do toks[i] = assert(pub:publish(topic, tostring(i), { qos = 1 })) end
+    assert.is_true(pub:stats().held > 0)
+    -- a held publish is checked as one sent at once would be
+    assert.has_error(function() pub:publish("a/+", "x", { qos = 1 }) end)
+    assert.has_error(function() pub:publish("a\255", "x", { qos = 1 }) end,
+      "bad argument 'topic' to publish (not valid UTF-8)")
+    for i = 1, 50 do assert.is_true(toks[i]:wait(10)) end
+    assert.are.equal(0, pub:stats().held)
+    assert.is_true(wait_count(got, 50))
+    for i = 1, 50 do assert.are.equal(tostring(i), got[i].payload) end
+    sub:close() pub:close()
+    small:stop()
+  end)
+
   it("reports a publish on a disconnected client with the reason", function()
     local c = connected{}
     assert.is_true(c:disconnect())

@@ -65,20 +65,19 @@ static int l_new(lua_State *L)
 {
     const char *fname = "client";
     const char *id, *dir;
-    int version, offline, nuris, rc, rc_;
+    int version, offline, rc, rc_;
     pmq_ctx *c;
     pmq_box *b;
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "uris");
-    if (lua_type(L, -1) != LUA_TTABLE || (nuris = (int)pmq_rawlen(L, -1)) < 1)
+    if (lua_type(L, -1) != LUA_TTABLE || pmq_rawlen(L, -1) < 1)
         luaL_error(L, "bad option 'uris' to client (non-empty list expected)");
     lua_rawgeti(L, -1, 1);
     if (lua_type(L, -1) != LUA_TSTRING)
         luaL_error(L, "bad option 'uris' to client (list of strings expected)");
     lua_pop(L, 2);
-    (void)nuris;
     id = str_field(L, 1, "id", fname);
     dir = str_field(L, 1, "persist_dir", fname);
     version = pmq_opt_int(L, 1, "version", 5, 3, 5, fname);
@@ -567,35 +566,73 @@ static int l_unsubscribe(lua_State *L)
 /* ------------------------------------------------------------------ */
 /* publish: the hot path                                               */
 
-/* client:publish(topic, payload, qos, retain, properties) -> token */
-static int l_publish(lua_State *L)
+/* 1 when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates) */
+static int valid_utf8(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char b = s[i];
+        size_t n;
+        unsigned int cp;
+        if (b < 0x80) {
+            i++;
+            continue;
+        } else if ((b & 0xE0) == 0xC0) {
+            n = 1;
+            cp = b & 0x1F;
+        } else if ((b & 0xF0) == 0xE0) {
+            n = 2;
+            cp = b & 0x0F;
+        } else if ((b & 0xF8) == 0xF0) {
+            n = 3;
+            cp = b & 0x07;
+        } else {
+            return 0;
+        }
+        if (i + n >= len) /* the sequence runs past the end */
+            return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+/* Checks the arguments of publish(topic, payload, qos, retain, properties)
+ * at stack indexes 2..6 and raises on the first problem. paho checks UTF-8
+ * itself when the message is handed over, so only a check without sending
+ * (check_utf8) needs to do it here. */
+static void check_publish_args(lua_State *L, pmq_ctx *c, int check_utf8)
 {
     const char *fname = "publish";
-    pmq_ctx *c = check_open(L, fname);
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    MQTTAsync_message m = MQTTAsync_message_initializer;
     size_t tlen, plen = 0;
     const char *topic = luaL_checklstring(L, 2, &tlen);
-    const char *payload = NULL;
     lua_Integer qos;
-    int rc, rc_, has_props = !lua_isnoneornil(L, 6);
+    int has_props = !lua_isnoneornil(L, 6);
 
     if (!lua_isnoneornil(L, 3))
-        payload = luaL_checklstring(L, 3, &plen);
+        luaL_checklstring(L, 3, &plen);
     qos = luaL_optinteger(L, 4, 0);
     if (qos < 0 || qos > 2)
-        return luaL_error(L, "bad argument 'qos' to publish (0, 1 or 2 expected, got %d)", (int)qos);
+        luaL_error(L, "bad argument 'qos' to publish (0, 1 or 2 expected, got %d)", (int)qos);
     if (plen > 268435455)
-        return luaL_error(L, "bad argument 'payload' to publish (longer than MQTT's 256 MiB limit)");
+        luaL_error(L, "bad argument 'payload' to publish (longer than MQTT's 256 MiB limit)");
     if (memchr(topic, 0, tlen))
-        return luaL_error(L, "bad argument 'topic' to publish (contains a zero byte)");
+        luaL_error(L, "bad argument 'topic' to publish (contains a zero byte)");
     if (memchr(topic, '+', tlen) || memchr(topic, '#', tlen))
-        return luaL_error(L, "bad argument 'topic' to publish (wildcards '+' and '#' are not allowed in a topic name: '%s')", topic);
+        luaL_error(L, "bad argument 'topic' to publish (wildcards '+' and '#' are not allowed in a topic name: '%s')", topic);
     if (tlen > 65535)
-        return luaL_error(L, "bad argument 'topic' to publish (longer than 65535 bytes)");
-    if (has_props) {
+        luaL_error(L, "bad argument 'topic' to publish (longer than 65535 bytes)");
+    if (check_utf8 && !valid_utf8((const unsigned char *)topic, tlen))
+        luaL_error(L, "bad argument 'topic' to publish (not valid UTF-8)");
+    if (has_props)
         pmq_props_check(L, 6, fname, c->version);
-    }
     if (tlen == 0) {
         int alias = 0;
         if (has_props) {
@@ -604,12 +641,35 @@ static int l_publish(lua_State *L)
             lua_pop(L, 1);
         }
         if (!alias)
-            return luaL_error(L, "bad argument 'topic' to publish (empty topic; only allowed with properties.topic_alias)");
+            luaL_error(L, "bad argument 'topic' to publish (empty topic; only allowed with properties.topic_alias)");
     }
+}
 
+/* client:check_publish(topic, payload, qos, retain, properties): the checks
+ * of publish without sending, for publishes the Lua layer holds back */
+static int l_check_publish(lua_State *L)
+{
+    check_publish_args(L, check_open(L, "publish"), 1);
+    return 0;
+}
+
+/* client:publish(topic, payload, qos, retain, properties) -> token */
+static int l_publish(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "publish");
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    MQTTAsync_message m = MQTTAsync_message_initializer;
+    size_t plen = 0;
+    const char *topic, *payload = NULL;
+    int rc, rc_, has_props = !lua_isnoneornil(L, 6);
+
+    check_publish_args(L, c, 0);
+    topic = lua_tostring(L, 2);
+    if (!lua_isnoneornil(L, 3))
+        payload = lua_tolstring(L, 3, &plen);
+    m.qos = (int)luaL_optinteger(L, 4, 0);
     m.payload = (void *)(payload ? payload : "");
     m.payloadlen = (int)plen;
-    m.qos = (int)qos;
     m.retained = lua_toboolean(L, 5);
     ro.context = c;
     if (c->version == 5) {
@@ -846,6 +906,7 @@ int pmq_open_client(lua_State *L)
         {"subscribe", l_subscribe},
         {"unsubscribe", l_unsubscribe},
         {"publish", l_publish},
+        {"check_publish", l_check_publish},
         {"disconnect", l_disconnect},
         {"next", l_next},
         {"fd", l_fd},

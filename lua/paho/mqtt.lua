@@ -802,6 +802,7 @@ function Client:unsubscribe(filter, props)
 end
 
 local pub_spec = { qos = range(0, 2), retain = "boolean", properties = props_rule }
+local submit -- defined below
 
 --- publish(topic, payload, opts) -> token | nil, message, code. Does not wait.
 function Client:publish(topic, payload, opts)
@@ -822,26 +823,24 @@ function Client:publish(topic, payload, opts)
     -- Maximum and only looks at them again after up to a second, so keep
     -- them here and hand them over as PUBACKs/PUBCOMPs come back.
     if self._inflight >= self._recv_max or self._held_first <= self._held_last then
+      c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
       local tok = new_token(self, "publish")
-      tok.qos = qos
-      local held = self._held
       self._held_last = self._held_last + 1
-      held[self._held_last] = { topic, payload, qos, retain, props, tok }
-      -- check now what would otherwise fail on submission
-      if topic == "" and not (props and props.topic_alias) or topic:find("[+#%z]") then
-        self._held_last = self._held_last - 1
-        held[self._held_last + 1] = nil
-        return c:publish(topic, payload, qos, retain, props) -- raises with the reason
-      end
+      self._held[self._held_last] = { topic, payload, qos, retain, props, tok }
       return tok
     end
   end
-  local token, err, code = c:publish(topic, payload, qos, retain, props)
+  return submit(self, topic, payload, qos, retain, props)
+end
+
+-- hand one publish to paho and count it; tok: the token already given out
+function submit(self, topic, payload, qos, retain, props, tok)
+  local token, err, code = self._c:publish(topic, payload, qos, retain, props)
   if not token then return nil, err, code end
   local st = self._stats
   st.messages_out = st.messages_out + 1
   st.bytes_out = st.bytes_out + (payload and #payload or 0)
-  local tok = track(self, token, "publish")
+  tok = track(self, token, "publish", tok)
   if qos and qos > 0 then
     tok.qos = qos
     self._inflight = self._inflight + 1
@@ -851,23 +850,14 @@ end
 
 -- hand held publishes to paho while the broker's window has room
 function release_held(self)
-  local held, c = self._held, self._c
+  local held = self._held
   while self._held_first <= self._held_last and self._inflight < self._recv_max do
-    if self._state ~= "connected" or not c then break end
+    if self._state ~= "connected" or not self._c then break end
     local h = held[self._held_first]
     held[self._held_first] = nil
     self._held_first = self._held_first + 1
-    local tok = h[6]
-    local token, err, code = c:publish(h[1], h[2], h[3], h[4], h[5])
-    if token then
-      local st = self._stats
-      st.messages_out = st.messages_out + 1
-      st.bytes_out = st.bytes_out + (h[2] and #h[2] or 0)
-      track(self, token, "publish", tok)
-      self._inflight = self._inflight + 1
-    else
-      finish(tok, false, err, code)
-    end
+    local tok, err, code = submit(self, h[1], h[2], h[3], h[4], h[5], h[6])
+    if not tok then finish(h[6], false, err, code) end
   end
 end
 
