@@ -46,7 +46,13 @@ export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
 .PHONY: all deps test test-all demo bench asan valgrind lint install clean
 
-all: $(CORE)
+all: $(CORE) build/tools/faultproxy
+
+# the fault-injection proxy the specs start (tools/faultproxy.c); fixed flags,
+# so that `make asan` does not leave an instrumented binary behind
+build/tools/faultproxy: tools/faultproxy.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L -o $@ $<
 
 $(BUILD)/obj/%.o: src/%.c src/pmq.h src/luapmq.h
 	@mkdir -p $(dir $@)
