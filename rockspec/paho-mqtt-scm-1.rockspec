@@ -11,17 +11,29 @@ description = {
    detailed = [[
 paho.mqtt binds the asynchronous Eclipse Paho MQTT C client library
 (libpaho-mqtt3as) for Lua 5.1, 5.3, 5.4 and LuaJIT: clients, QoS 0/1/2,
-MQTT 5 properties, TLS, WebSockets, persistence and automatic reconnect.
+persistent sessions, MQTT 5 properties, TLS and WebSockets; handlers run in
+coroutines on the Lua thread, fed by a bounded queue with backpressure.
 ]],
    homepage = "https://github.com/paho-mqtt-lua/paho-mqtt-lua",
-   license = "MIT", -- placeholder: the tree has no LICENSE file yet; confirm
+   -- this binding's own license; paho.mqtt.c (EPL-2.0 or EDL-1.0) is linked,
+   -- not shipped, and keeps its own license: see LICENSE and NOTICE
+   license = "MIT",
    labels = { "mqtt", "paho", "iot", "network" },
 }
+
+-- the C core uses POSIX threads, poll(2) and eventfd (or a pipe); built and
+-- tested on Linux (Debian 12)
+supported_platforms = { "unix" }
 
 dependencies = {
    "lua >= 5.1",
 }
 
+-- libpaho-mqtt3as, the asynchronous paho.mqtt.c library (Debian/Ubuntu:
+-- apt-get install libpaho-mqtt-dev). luarocks looks under /usr/local, /usr
+-- and /; for a paho installed elsewhere give its prefix or its directories:
+--   luarocks make PAHO_MQTT_DIR=/opt/paho
+--   luarocks make PAHO_MQTT_INCDIR=/opt/paho/include PAHO_MQTT_LIBDIR=/opt/paho/lib64
 external_dependencies = {
    PAHO_MQTT = {
       header = "MQTTAsync.h",
@@ -29,6 +41,9 @@ external_dependencies = {
    },
 }
 
+-- Every C file under src/ and every Lua file under lua/paho/ must be listed
+-- here: spec/rockspec_spec.lua checks it, and tools/rock-check.sh installs
+-- the rock and compares the tree with lua/paho/.
 build = {
    type = "builtin",
    modules = {
