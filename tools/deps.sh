@@ -3,6 +3,11 @@
 # As root: apt-get install -y. Otherwise: prints the exact command and fails.
 lua=${1:-lua5.4}
 pkgs="lua5.4 liblua5.4-dev luarocks lua-busted lua-check libpaho-mqtt-dev mosquitto mosquitto-clients make gcc"
+# event loops the adapters are tested with (spec/adapters_spec.lua,
+# spec/nginx_spec.lua); nginx gets Lua from libnginx-mod-http-lua, and curl
+# is the spec's HTTP client; nginx loads the LuaJIT build of the core, which
+# that spec builds whatever Lua runs the suite
+pkgs="$pkgs lua-cqueues lua-luv lua-copas nginx libnginx-mod-http-lua curl luajit2 libluajit2-5.1-dev"
 case "$lua" in
   lua5.3) pkgs="$pkgs lua5.3 liblua5.3-dev" ;;
   lua5.1) pkgs="$pkgs lua5.1 liblua5.1-0-dev" ;;
@@ -19,8 +24,9 @@ if [ "$(id -u)" -eq 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null && apt-get install -y -q $missing >/dev/null || {
     echo "apt-get install failed for:$missing" >&2; exit 1; }
-  # Debian starts the packaged mosquitto service on 1883; the tests use their
-  # own brokers on free ports and do not need it.
+  # Debian starts the packaged mosquitto service on 1883 (and nginx on 80,
+  # where an init system runs); the tests use their own brokers and nginx
+  # on free ports and need neither.
 else
   echo "These Debian packages are missing:$missing" >&2
   echo "Install them with:" >&2

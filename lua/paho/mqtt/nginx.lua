@@ -1,0 +1,153 @@
+--- paho.mqtt in OpenResty / nginx (lua-nginx-module, LuaJIT).
+--
+-- nginx gives Lua no way to watch a foreign descriptor, so a chain of
+-- ngx.timer.at timers dispatches the client every `interval` seconds (or
+-- sooner when client:timeout() says a suspended wait is due). Dispatching
+-- with timeout 0 never blocks the worker.
+--
+--   init_worker_by_lua_block {
+--     local mqngx = require "paho.mqtt.nginx"   -- first: see load_mqtt below
+--     local mqtt = mqngx.mqtt                   -- = require "paho.mqtt"
+--     local client = assert(mqtt.client{ uri = "tcp://127.0.0.1:1883",
+--                                        id = "nginx-" .. ngx.worker.pid() })
+--     client:on("connect", function() client:subscribe("demo/#", 1) end)
+--     client:on("message", function(msg) ngx.log(ngx.INFO, msg.topic, " ", msg.payload) end)
+--     package.loaded.mqtt_client = client
+--     mqngx.attach(client, { connect = { keepalive = 30, timeout = 2 } })
+--   }
+--   location /pub { content_by_lua_block {
+--     local client = package.loaded.mqtt_client
+--     local tok = client:publish("demo/x", ngx.var.arg_msg, { qos = 1 })
+--     local ok, err = require("paho.mqtt.nginx").wait(tok, 5)   -- ngx.sleep, not blocking
+--     ngx.say(ok and "ok" or err)
+--   } }
+--
+-- One client per worker: init_worker_by_lua runs in every worker process,
+-- and each worker has its own Lua VM, its own client and its own paho
+-- threads. Never create a client in init_by_lua (the master process):
+-- paho's threads do not survive the fork into the workers. With several
+-- workers and a subscription, each worker receives every message (use a
+-- shared subscription, "$share/group/topic", or subscribe in one worker
+-- only: `if ngx.worker.id() == 0`).
+--
+-- What blocks the worker: connect() (in the first timer and on each retry)
+-- waits for the CONNACK, so give connect a short `timeout`; subscribe,
+-- unsubscribe and token:wait block when called outside paho handlers. In
+-- paho handlers they yield to the paho dispatcher instead: subscribe from
+-- the "connect" handler, as above. In request handlers use wait() below.
+-- In paho handlers use mqtt.sleep, never ngx.sleep or cosockets.
+local ngx = ngx -- luacheck: ignore 113 (the global of lua-nginx-module)
+local M = {}
+
+-- lua-nginx-module replaces coroutine.create/resume/yield/wrap/status with
+-- versions bound to the current request (a timer is a fake request). The
+-- dispatcher's handler coroutines outlive the timer that created them, and
+-- resuming them through those versions crashes the worker (SIGSEGV, seen
+-- with lua-nginx-module 0.10.23): they must be plain Lua coroutines. So
+-- paho.mqtt is loaded here with the standard functions (which ngx keeps as
+-- coroutine._create etc.) in place; require this module before paho.mqtt,
+-- or use its `mqtt` field.
+local function load_mqtt()
+  local co = coroutine
+  local in_ngx = rawget(co, "_create") ~= nil
+  local loaded = package.loaded["paho.mqtt"]
+  if loaded then
+    if in_ngx and not loaded._raw_coroutines then
+      error("paho.mqtt.nginx: paho.mqtt was loaded before paho.mqtt.nginx and uses ngx's request-bound "
+        .. "coroutines, which crash the worker; require 'paho.mqtt.nginx' first and use its 'mqtt' field", 3)
+    end
+    return loaded
+  end
+  local saved = {}
+  if in_ngx then
+    for _, k in ipairs({ "create", "resume", "yield", "wrap", "status" }) do
+      saved[k] = rawget(co, k)
+      rawset(co, k, rawget(co, "_" .. k) or saved[k])
+    end
+  end
+  local ok, mod = pcall(require, "paho.mqtt")
+  for k, f in pairs(saved) do rawset(co, k, f) end
+  if not ok then error(mod, 0) end
+  if in_ngx then mod._raw_coroutines = true end
+  return mod
+end
+M.mqtt = load_mqtt()
+
+local Handle = {}
+Handle.__index = Handle
+
+--- Stops dispatching (the timer chain ends at its next turn).
+function Handle:stop() self.stopped = true end
+
+--- Stops dispatching and closes the client.
+function Handle:close()
+  self.stopped = true
+  self.client:close()
+end
+
+--- Dispatches `client` from a chain of ngx timers. Call it from
+-- init_worker_by_lua* (or any phase where ngx.timer.at works).
+-- opts.interval (default 0.01 s): the dispatch period.
+-- opts.connect: a table for client:connect; the client is connected from
+--   the first timer and connected again (after opts.retry seconds, default
+--   5) whenever it is found disconnected.
+-- opts.on_connect_error(message, code): called when such a connect fails
+--   (default: ngx.log at WARN).
+-- Returns a handle: h:stop(), h:close().
+function M.attach(client, opts)
+  opts = opts or {}
+  local interval = opts.interval or 0.01
+  local retry = opts.retry or 5
+  local h = setmetatable({ client = client, stopped = false }, Handle)
+  local next_connect = 0
+
+  local tick
+  local function schedule()
+    local delay = interval
+    local t = client:state() ~= "closed" and client:timeout()
+    if t and t < delay then delay = t end
+    local ok, err = ngx.timer.at(delay, tick)
+    if not ok then
+      ngx.log(ngx.ERR, "paho.mqtt.nginx: cannot schedule the dispatch timer: ", err)
+    end
+  end
+
+  function tick(premature)
+    if premature then -- the worker is exiting
+      if client:state() ~= "closed" then client:close() end
+      return
+    end
+    if h.stopped or client:state() == "closed" then return end
+    if opts.connect and client:state() == "disconnected" and ngx.now() >= next_connect then
+      next_connect = ngx.now() + retry
+      local ok, err, code = client:connect(opts.connect)
+      if not ok then
+        if opts.on_connect_error then opts.on_connect_error(err, code)
+        else ngx.log(ngx.WARN, "paho.mqtt.nginx: ", err) end
+      end
+    end
+    if client:state() ~= "closed" then client:dispatch(0) end
+    if not h.stopped and client:state() ~= "closed" then schedule() end
+  end
+
+  local ok, err = ngx.timer.at(0, tick)
+  if not ok then error("paho.mqtt.nginx: cannot start the dispatch timer: " .. tostring(err), 2) end
+  return h
+end
+
+--- In a request handler (content_by_lua, access_by_lua, a timer...): waits
+-- until `token` completes with ngx.sleep, so the worker goes on serving.
+-- true | nil, message, code.
+function M.wait(token, timeout, step)
+  step = step or 0.005
+  local deadline = timeout and (ngx.now() + timeout)
+  while not token:done() do
+    if deadline and ngx.now() >= deadline then
+      return nil, ("publish: no answer within %g s"):format(timeout), "timeout"
+    end
+    ngx.sleep(step)
+  end
+  return token:wait(0)
+end
+
+return M
