@@ -22,4 +22,14 @@ describe("examples", function()
     assert.matches("received 3 of the 3 messages it missed", out)
     assert.matches("OK: the persistent session", out)
   end)
+
+  -- speed is not asserted (the example prints its worst frame); the round
+  -- trip through one dispatch(0) per frame is
+  it("game_loop.lua gets every message back through one dispatch(0) per 60 Hz frame", function()
+    local ok, out = run_example("examples/game_loop.lua", broker.uri)
+    assert.is_true(ok, out)
+    assert.matches("published 18 %(18 completed%), received 18 of 18", out)
+    assert.matches("client work per frame: max [%d.]+ ms", out)
+    assert.matches("OK: every message went out and came back", out)
+  end)
 end)
