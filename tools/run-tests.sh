@@ -1,7 +1,12 @@
 #!/bin/sh
 # Runs the busted suite with the given Lua and ends with "N passed, N failed".
-lua=${1:-lua5.4}; shift
+lua=${1:-lua5.4}; [ $# -gt 0 ] && shift
 export PMQ_LUA="$lua"
+# run from the Makefile, LUA_PATH/LUA_CPATH name this tree's modules and the
+# core of the build in use; run alone, default them to build/<lua>
+root=$(cd "$(dirname "$0")/.." && pwd)
+[ -n "$LUA_PATH" ] || export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/?.lua;;"
+[ -n "$LUA_CPATH" ] || export LUA_CPATH="$root/build/$lua/?.so;;"
 out=$(mktemp)
 if [ -n "$PMQ_VALGRIND" ]; then
   runner="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --suppressions=tools/valgrind.supp --num-callers=30 $lua"
