@@ -96,6 +96,7 @@ static int l_new(lua_State *L)
         return luaL_error(L, "client: cannot create the event descriptor");
     }
     c->version = version;
+    c->ka_id = strdup(id ? id : "");
     c->max_count = (size_t)pmq_opt_int(L, 1, "queue_max", 0, 0, INT_MAX, fname);
     c->max_bytes = (size_t)pmq_opt_int(L, 1, "queue_max_bytes", 0, 0, INT_MAX, fname);
     b->c = c;
@@ -151,7 +152,9 @@ static void close_client(pmq_box *b, int timeout_ms)
         pmq_paho_leave();
     }
     pmq_wait_idle(c);
+    pmq_ka_unwatch(c);
     pmq_queue_free(c);
+    free(c->ka_id);
     free(c);
 }
 
@@ -391,9 +394,9 @@ static int l_connect(lua_State *L)
     o->MQTTVersion = c->version == 5 ? MQTTVERSION_5 : c->version == 4 ? MQTTVERSION_3_1_1 : MQTTVERSION_3_1;
     o->automaticReconnect = 0;
     o->context = c;
-    pthread_mutex_lock(&c->mu);
-    c->keepalive = o->keepAliveInterval;
-    pthread_mutex_unlock(&c->mu);
+    __atomic_store_n(&c->keepalive, o->keepAliveInterval, __ATOMIC_RELAXED);
+    if (o->keepAliveInterval > 0)
+        pmq_ka_watch(c);
 
     rc = PAHO(MQTTAsync_connect(c->handle, o));
     MQTTProperties_free(&cprops);

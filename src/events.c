@@ -136,6 +136,8 @@ static void push(pmq_ctx *c, pmq_event *e)
     c->tail = e;
     c->count++;
     c->bytes += e->bytes;
+    if (e->type == PMQ_EV_MESSAGE || (e->type == PMQ_EV_OP && e->ok))
+        __atomic_add_fetch(&c->heard, 1, __ATOMIC_RELAXED); /* the broker spoke */
     if (c->count > c->max_depth)
         c->max_depth = c->count;
     signal_fd(c);
@@ -224,7 +226,7 @@ void pmq_queue_free(pmq_ctx *c)
 /* with c->mu held */
 void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text)
 {
-    c->connected = 0;
+    __atomic_store_n(&c->connected, 0, __ATOMIC_RELAXED);
     c->lost_at = pmq_now();
     c->lost_cause = cause;
     c->lost_reason = reason;
@@ -344,14 +346,22 @@ void pmq_on_lost(void *vctx, char *cause)
 {
     pmq_ctx *c = vctx;
     pmq_event *e = calloc(1, sizeof *e);
+    int why = pmq_ka_failed(c) ? PMQ_CAUSE_KEEPALIVE : PMQ_CAUSE_NETWORK;
+    char text[160];
     pthread_mutex_lock(&c->mu);
     c->active++;
     /* paho passes NULL; keep a cause a person can act on */
-    pmq_set_lost(c, PMQ_CAUSE_NETWORK, 0,
-                 cause ? cause : "the connection was closed or failed");
+    if (why == PMQ_CAUSE_KEEPALIVE) {
+        int ka = __atomic_load_n(&c->keepalive, __ATOMIC_RELAXED);
+        snprintf(text, sizeof text, "no PINGRESP within %g s of a PINGREQ (keepalive %d s): "
+                 "the broker or the link stopped answering", 1.5 * ka, ka);
+    }
+    else
+        snprintf(text, sizeof text, "%s", cause ? cause : "the connection was closed or failed");
+    pmq_set_lost(c, why, 0, text);
     if (e) {
         e->type = PMQ_EV_LOST;
-        e->reason = PMQ_CAUSE_NETWORK;
+        e->reason = why;
         e->text = dupstr(c->lost_text);
         push(c, e);
     }
@@ -452,7 +462,7 @@ static void connect_ok(pmq_ctx *c, pmq_event *e, const char *uri, int version, i
     e->mqtt_version = version;
     e->text = dupstr(uri);
     pthread_mutex_lock(&c->mu);
-    c->connected = 1;
+    __atomic_store_n(&c->connected, 1, __ATOMIC_RELAXED);
     c->connected_at = pmq_now();
     pthread_mutex_unlock(&c->mu);
 }

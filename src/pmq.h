@@ -102,7 +102,16 @@ typedef struct pmq_ctx {
     int lost_cause;              /* PMQ_CAUSE_* */
     int lost_reason;             /* MQTT reason code when the broker said it */
     char lost_text[200];
-    int keepalive;               /* seconds, as sent in CONNECT */
+    int keepalive;               /* seconds, as sent in CONNECT (atomic) */
+
+    /* keepalive.c: telling a keepalive timeout from other losses */
+    char *ka_id;                 /* the client id, to match paho's trace lines */
+    unsigned long heard;         /* events from the broker so far (atomic) */
+    int ka_fail;                 /* paho logged a keepalive close (atomic) */
+    int ka_listed;               /* in keepalive.c's list (owning thread) */
+    struct pmq_ctx *ka_next;     /* the list; with the next two under its lock */
+    unsigned long ka_seen;
+    double ka_heard_at;
 } pmq_ctx;
 
 /* events.c: the thread boundary */
@@ -120,6 +129,11 @@ PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text
 
 PMQ_HIDDEN pmq_subop *pmq_subop_new(struct pmq_ctx *c, int n);
 PMQ_HIDDEN void pmq_subop_free(pmq_subop *op);
+
+/* keepalive.c */
+PMQ_HIDDEN void pmq_ka_watch(pmq_ctx *c);    /* before connecting with a keepalive */
+PMQ_HIDDEN void pmq_ka_unwatch(pmq_ctx *c);  /* before freeing */
+PMQ_HIDDEN int  pmq_ka_failed(pmq_ctx *c);   /* in connectionLost: was it the keepalive? */
 
 /* paho callbacks; context is the pmq_ctx */
 PMQ_HIDDEN int  pmq_on_message(void *ctx, char *topic, int topiclen, MQTTAsync_message *m);
