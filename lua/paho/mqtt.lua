@@ -115,11 +115,46 @@ local function wake_sleepers()
   end
 end
 
+-- Timers: functions the dispatcher calls at a given time (reconnect
+-- attempts and their wake-ups). They run in the dispatching thread and must
+-- not wait.
+local timers = {}
+
+local function add_timer(at, fn, a)
+  timers[#timers + 1] = { at = at, fn = fn, a = a }
+end
+
+local function run_timers()
+  if #timers == 0 then return end
+  local t = now()
+  local due
+  local keep = {}
+  for i = 1, #timers do
+    local tm = timers[i]
+    if tm.at <= t then
+      due = due or {}
+      due[#due + 1] = tm
+    else
+      keep[#keep + 1] = tm
+    end
+  end
+  if not due then return end
+  timers = keep
+  for i = 1, #due do
+    local ok, err = pcall(due[i].fn, due[i].a)
+    if not ok then io.stderr:write("paho.mqtt: internal timer failed: ", tostring(err), "\n") end
+  end
+end
+
 local function earliest_deadline()
   local d
   for i = 1, #sleepers do
     local s = sleepers[i]
     if s.deadline and (not d or s.deadline < d) then d = s.deadline end
+  end
+  for i = 1, #timers do
+    local at = timers[i].at
+    if not d or at < d then d = at end
   end
   return d
 end
@@ -169,6 +204,7 @@ local function dispatch_clients(list, timeout)
     for i = 1, #list do
       total = total + drain(list[i], 10000)
     end
+    run_timers()
     wake_sleepers()
     return total
   end)
@@ -238,7 +274,7 @@ function M.run()
   stopped = false
   while not stopped do
     local list = all_clients()
-    if #list == 0 and #sleepers == 0 then break end
+    if #list == 0 and #sleepers == 0 and #timers == 0 then break end
     dispatch_clients(list, 1.0)
   end
   stopped = false
@@ -394,6 +430,9 @@ function M.client(opts)
     _inflight = 0,          -- QoS 1/2 publishes handed to paho, not yet acknowledged
     _recv_max = 65535,      -- the broker's Receive Maximum (MQTT 5 CONNACK)
     _held = {}, _held_first = 1, _held_last = 0, -- publishes waiting for room
+    _subs = {},             -- subscribe requests, for resubscribing after a reconnect
+    _offline_max = opts.offline_queue or 0,
+    _offline_n = 0,         -- publishes handed to paho while disconnected, not done
   }, Client)
   clients[self] = true
   return self
@@ -467,7 +506,7 @@ function Client:run()
   if running_handler() or depth > 0 then error("run: called from inside a handler", 2) end
   self._stop = false
   while not self._stop and not self._closed do
-    if self._state == "disconnected" and self._ever_connected and not self._reconnecting then break end
+    if self._state == "disconnected" and self._ever_connected then break end
     dispatch_clients({ self }, 1.0)
   end
   self._stop = false
@@ -513,30 +552,71 @@ local function op_failure(self, kind, rc, reason, text)
   return fmt("%s failed: %s (paho code %d)", kind, text or "unknown error", rc or 0), "error"
 end
 
+local schedule_reconnect, reconnect_failed, resubscribe -- defined with connect
+
 local function lost(self, cause, message, code)
   if self._state ~= "connected" then return end
-  self._state = "disconnected"
+  local again = self._reconnect ~= nil and cause ~= "client" and not self._closed
+  self._state = again and "reconnecting" or "disconnected"
   self._loss_gen = self._loss_gen + 1
   self._loss = { cause = cause, message = message, code = code, at = now() }
-  fire(self, "disconnect", { cause = cause, message = message, code = code, reconnecting = false })
+  local retry_in
+  if again then
+    retry_in = self._reconnect.min
+    self._retry_delay = retry_in
+    schedule_reconnect(self, retry_in)
+  end
+  fire(self, "disconnect", { cause = cause, message = message, code = code, reconnecting = again,
+    retry_in = retry_in })
+end
+
+-- QoS 1/2 publishes paho still owes an answer for
+local function count_inflight(self)
+  local n = 0
+  for _, tok in pairs(self._tokens) do
+    if tok.qos then n = n + 1 end
+  end
+  return n
 end
 
 local function complete_op(self, kind, token, ok, rc, reason, text, extra, props)
   if kind == "connect" then
     local tok = self._connect_tok
     self._connect_tok = nil
+    local again = self._state == "reconnecting"
+    self._attempting = nil
     if ok then
+      if not tok and not again then
+        -- an automatic reconnect the user gave up on (disconnect() meanwhile)
+        self._c:disconnect(0)
+        return
+      end
       self._state = "connected"
       self._ever_connected = true
-      local info = { session_present = extra, uri = text, properties = props or {}, reconnect = false }
+      -- paho names the server without its scheme: give back the URI the program used
+      for _, u in ipairs(self._uris) do
+        if text and u:sub(-#text - 3) == "://" .. text then text = u break end
+      end
+      local info = { session_present = extra, uri = text, properties = props or {}, reconnect = again }
       self._recv_max = info.properties.receive_maximum or 65535
-      self._inflight = 0
+      self._server_keep_alive = info.properties.server_keep_alive
+      self._connected_uri = text
+      self._inflight = count_inflight(self)
       self._release = true
+      if again then
+        self._stats.reconnects = self._stats.reconnects + 1
+        self._retry_delay = nil
+        if not info.session_present and self._resubscribe then resubscribe(self) end
+      end
       if tok then finish(tok, true, nil, nil, info) end
       fire(self, "connect", info)
     else
-      self._state = "disconnected"
       local msg, code, rcode = op_failure(self, kind, rc, reason, text)
+      if again then
+        reconnect_failed(self, msg, rcode, code)
+        return
+      end
+      if self._state == "connecting" then self._state = "disconnected" end
       if tok then finish(tok, false, msg, code) end
       fire(self, "connect_failed", { message = msg, code = rcode, cause = code })
     end
@@ -558,9 +638,10 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
   local more = self._more and self._more[token]
   if more and #more > 0 then tokens[token] = table.remove(more, 1) else tokens[token] = nil end
   if tok.qos then
-    self._inflight = self._inflight - 1
+    if self._inflight > 0 then self._inflight = self._inflight - 1 end
     self._release = true
   end
+  if tok.offline then self._offline_n = self._offline_n - 1 end
   if not ok then
     local msg, code = op_failure(self, kind, rc, reason, text)
     finish(tok, false, msg, code)
@@ -622,6 +703,7 @@ local connect_spec = {
     return false, "boolean or {min = s, max = s}"
   end,
   resubscribe = "boolean",
+  credentials = "function",
   tls = "table",
   http_proxy = "string",
   properties = props_rule,
@@ -635,11 +717,14 @@ local track -- defined below
 -- (an UNSUBSCRIBE of a filter nobody uses) makes the broker answer on a
 -- socket paho is polling, which wakes it; repeat until the CONNACK is in.
 local WAKE_FILTER = { "$paho-lua/wake" }
-function wake_paho(self, tok)
-  local other
+local function other_connected(self)
   for c in pairs(clients) do
-    if c ~= self and c._c and c._state == "connected" then other = c break end
+    if c ~= self and c._c and c._state == "connected" then return c end
   end
+end
+
+function wake_paho(self, tok)
+  local other = other_connected(self)
   if not other then return end
   local deadline = now() + 1.5
   local function done() return tok.status ~= nil or self._closed, true end
@@ -649,6 +734,91 @@ function wake_paho(self, tok)
     wait_for(done, now() + 0.02)
   end
 end
+
+-- The same wake-up for an automatic reconnect, which nobody waits for:
+-- a timer pokes another connected client every 20 ms until the attempt ends.
+local function wake_tick(ref)
+  local self = ref.c
+  if not self or self._closed or not self._attempting or now() > ref.till then return end
+  local other = other_connected(self)
+  if not other then return end
+  local token = other._c:unsubscribe(WAKE_FILTER)
+  if token then track(other, token, "wake") end
+  add_timer(now() + 0.02, wake_tick, ref)
+end
+
+-- Automatic reconnect: attempts run from the dispatcher's timers; a timer
+-- holds the client weakly, so a client the program dropped can be collected.
+local function attempt(ref)
+  local self = ref.c
+  if not self or self._closed or self._state ~= "reconnecting" or not self._c then return end
+  local o = {}
+  for k, v in pairs(self._copts) do o[k] = v end
+  if self._clean_first then o.clean = false end
+  local msg
+  if self._credentials then
+    local ok, user, pass = pcall(self._credentials)
+    if not ok then
+      msg = "reconnect: the credentials function raised: " .. tostring(user)
+    elseif (user ~= nil and type(user) ~= "string") or (pass ~= nil and type(pass) ~= "string") then
+      msg = "reconnect: the credentials function must return user, password as strings (or nil)"
+    else
+      o.username, o.password = user, pass
+    end
+  end
+  if not msg then
+    local ok, err = self._c:connect(o)
+    if ok then
+      self._attempting = true
+      self._attempts = (self._attempts or 0) + 1
+      if other_connected(self) then
+        wake_tick(setmetatable({ c = self, till = now() + 1.5 }, { __mode = "v" }))
+      end
+      return
+    end
+    msg = err
+  end
+  reconnect_failed(self, msg, nil, "error")
+end
+
+function schedule_reconnect(self, delay)
+  self._next_attempt = now() + delay
+  add_timer(now() + delay, attempt, setmetatable({ c = self }, { __mode = "v" }))
+end
+
+function reconnect_failed(self, msg, rcode, cause)
+  -- the first attempt came `min` s after the loss; each failure doubles it, up to `max`
+  local delay = math.min((self._retry_delay or self._reconnect.min) * 2, self._reconnect.max)
+  self._retry_delay = delay
+  schedule_reconnect(self, delay)
+  fire(self, "connect_failed", { message = msg, code = rcode, cause = cause, retry_in = delay })
+end
+
+-- After a reconnect without a session, subscribe again to what this client
+-- subscribed to (one SUBSCRIBE per earlier subscribe call).
+function resubscribe(self)
+  for _, req in ipairs(self._subs) do
+    if #req.filters > 0 then
+      local token, err = self._c:subscribe(req.filters, req.sopts, req.props)
+      if not token then
+        report(self, "resubscribe failed: " .. tostring(err), "connect")
+      else
+        local tok = track(self, token, "subscribe")
+        spawn(self, "connect", function()
+          local ok, emsg = tok:wait(30)
+          if not ok then report(self, "resubscribe failed: " .. tostring(emsg), "connect") return end
+          for i, code in ipairs(tok.value and tok.value.codes or {}) do
+            if code >= 0x80 then
+              report(self, fmt("resubscribe refused: %s (filter '%s')", reason_text(code), req.filters[i]), "connect")
+            end
+          end
+        end)
+      end
+    end
+  end
+end
+
+local reconnect_spec = { min = nrange(0.01, 3600), max = nrange(0.01, 86400) }
 
 --- Connects and waits for the CONNACK: true, info | nil, message, code.
 function Client:connect(opts)
@@ -669,6 +839,34 @@ function Client:connect(opts)
   if self._state == "connecting" then
     return nil, "connect: a connect is already in progress", "connecting"
   end
+  if self._state == "reconnecting" then
+    return nil, "connect: the client is reconnecting by itself (reconnect is on); wait for the "
+      .. "connect event, or call disconnect() first", "connecting"
+  end
+  local reconnect = opts.reconnect
+  if reconnect == true then
+    reconnect = { min = 1, max = 60 }
+  elseif type(reconnect) == "table" then
+    check(reconnect, reconnect_spec, "connect", "reconnect")
+    reconnect = { min = reconnect.min or 1, max = reconnect.max or 60 }
+    if reconnect.min > reconnect.max then
+      error(fmt("bad option 'reconnect' to connect (min %g is greater than max %g)", reconnect.min, reconnect.max), 2)
+    end
+  else
+    reconnect = nil
+  end
+  local username, password = opts.username, opts.password
+  if opts.credentials then
+    if username or password then
+      error("bad options to connect (give 'credentials' or 'username'/'password', not both)", 2)
+    end
+    local ok, user, pass = pcall(opts.credentials)
+    if not ok then return nil, "connect: the credentials function raised: " .. tostring(user), "error" end
+    if (user ~= nil and type(user) ~= "string") or (pass ~= nil and type(pass) ~= "string") then
+      error("bad option 'credentials' to connect (the function must return user, password as strings or nil)", 2)
+    end
+    username, password = user, pass
+  end
   local clean = opts.clean_start
   if clean == nil then clean = true end
   if clean == "first" then clean = not self._ever_connected end
@@ -677,8 +875,8 @@ function Client:connect(opts)
     keepalive = opts.keepalive or 60,
     clean = clean,
     session_expiry = opts.session_expiry,
-    username = opts.username,
-    password = opts.password,
+    username = username,
+    password = password,
     will = opts.will,
     timeout = math.max(1, math.ceil(timeout)),
     tls = opts.tls,
@@ -693,6 +891,13 @@ function Client:connect(opts)
   end
   local ok, err, code = c:connect(o)
   if not ok then return nil, err, code end
+  -- what an automatic reconnect needs (never the password when a function gives it)
+  if opts.credentials then o.username, o.password = nil, nil end
+  self._copts = o
+  self._reconnect = reconnect
+  self._resubscribe = opts.resubscribe ~= false
+  self._credentials = opts.credentials
+  self._clean_first = opts.clean_start == "first"
   self._state = "connecting"
   local tok = new_token(self, "connect")
   self._connect_tok = tok
@@ -783,6 +988,20 @@ function Client:subscribe(filter, opts)
   local codes = res.codes or {}
   local granted, info = granted_result(self, codes, filters, res.properties)
   if not granted then return nil, info, "refused" end
+  -- remember it for resubscribing (a filter subscribed again moves to the new request)
+  local subs = self._subs
+  for _, req in ipairs(subs) do
+    for i = #req.filters, 1, -1 do
+      for _, f in ipairs(filters) do
+        if req.filters[i] == f then
+          table.remove(req.filters, i)
+          table.remove(req.sopts, i)
+          break
+        end
+      end
+    end
+  end
+  subs[#subs + 1] = { filters = filters, sopts = sopts, props = props }
   if many then return granted, info end
   return granted[1], info
 end
@@ -798,6 +1017,17 @@ function Client:unsubscribe(filter, props)
   if not token then return nil, err, code end
   local res, emsg, ecode = track(self, token, "unsubscribe"):wait()
   if not res then return nil, emsg, ecode end
+  for _, req in ipairs(self._subs) do
+    for i = #req.filters, 1, -1 do
+      for _, f in ipairs(filters) do
+        if req.filters[i] == f then
+          table.remove(req.filters, i)
+          table.remove(req.sopts, i)
+          break
+        end
+      end
+    end
+  end
   return true
 end
 
@@ -836,7 +1066,13 @@ end
 -- hand one publish to paho and count it; tok: the token already given out
 function submit(self, topic, payload, qos, retain, props, tok)
   local token, err, code = self._c:publish(topic, payload, qos, retain, props)
-  if not token then return nil, err, code end
+  if not token then
+    if code == "queue_full" then
+      err = fmt("publish: the offline queue is full (offline_queue = %d; %d publishes wait for the "
+        .. "connection)", self._offline_max, self._offline_n)
+    end
+    return nil, err, code
+  end
   local st = self._stats
   st.messages_out = st.messages_out + 1
   st.bytes_out = st.bytes_out + (payload and #payload or 0)
@@ -844,6 +1080,10 @@ function submit(self, topic, payload, qos, retain, props, tok)
   if qos and qos > 0 then
     tok.qos = qos
     self._inflight = self._inflight + 1
+  end
+  if self._state ~= "connected" then
+    tok.offline = true -- paho keeps it until the connection is back (offline_queue)
+    self._offline_n = self._offline_n + 1
   end
   return tok
 end
@@ -872,6 +1112,12 @@ function Client:disconnect(opts)
   opts = check(opts, disconnect_spec, "disconnect")
   if self.version ~= 5 and (opts.reason or opts.session_expiry or opts.properties) then
     error("bad option to disconnect ('reason', 'session_expiry' and 'properties' are MQTT 5 only)", 2)
+  end
+  if self._state == "reconnecting" then
+    -- stop reconnecting; an attempt in flight is dropped when it completes
+    self._state = "disconnected"
+    self._loss = { cause = "client", message = "disconnected by the client while reconnecting", at = now() }
+    return true
   end
   if self._state ~= "connected" or not c:is_connected() then
     if self._state == "connected" then
@@ -925,8 +1171,23 @@ function Client:stats()
   s.messages_out = self._stats.messages_out
   s.bytes_out = self._stats.bytes_out
   s.reconnects = self._stats.reconnects
-  if s.keepalive and s.keepalive > 0 then s.detect_within = 2.5 * s.keepalive end
-  s.offline_queued = 0
+  s.reconnect_attempts = self._attempts or 0
+  -- paho pings after `keepalive` s of silence and gives up 1.5 x keepalive
+  -- later; its timer runs about once a second
+  if s.keepalive and s.keepalive > 0 then s.detect_within = 2.5 * s.keepalive + 1 end
+  s.server_keep_alive = self._server_keep_alive
+  s.offline_queued = self._offline_n
+  s.offline_queue = self._offline_max
+  if self._state == "reconnecting" and self._next_attempt then
+    local left = self._next_attempt - now()
+    s.retry_in = left > 0 and left or 0
+  end
+  if self._loss then
+    s.loss_cause = self._loss.cause
+    s.loss_message = self._loss.message
+    s.last_loss = now() - self._loss.at
+  end
+  s.uri = self._connected_uri
   return s
 end
 

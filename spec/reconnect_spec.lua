@@ -1,0 +1,273 @@
+-- Automatic reconnect, resubscribe, offline publishing and persistence,
+-- against real mosquitto brokers that the tests stop and start again.
+local helper = require "helper"
+local mqtt = require "paho.mqtt"
+local fp = require "faultproxy"
+
+local function until_(cond, timeout)
+  return helper.eventually(cond, timeout, mqtt)
+end
+
+-- a client that records its events
+local function recorder(opts)
+  local c = assert(mqtt.client(opts))
+  local log = { connect = {}, disconnect = {}, connect_failed = {}, message = {}, errors = {} }
+  c:on("connect", function(i) log.connect[#log.connect + 1] = i end)
+  c:on("disconnect", function(r) log.disconnect[#log.disconnect + 1] = r end)
+  c:on("connect_failed", function(r) log.connect_failed[#log.connect_failed + 1] = r end)
+  c:on("message", function(m) log.message[#log.message + 1] = m end)
+  c:on("error", function(e) log.errors[#log.errors + 1] = e end)
+  return c, log
+end
+
+-- connect events of automatic reconnects (the first connect fires one too)
+local function reconnects(log)
+  local n = 0
+  for _, i in ipairs(log.connect) do
+    if i.reconnect then n = n + 1 end
+  end
+  return n
+end
+
+local function payloads(msgs)
+  local t = {}
+  for i, m in ipairs(msgs) do t[i] = m.payload end
+  return t
+end
+
+describe("reconnect", function()
+  teardown(function() helper.stop_all() end)
+
+  it("reconnects with backoff after the broker comes back, and resubscribes when the session is gone", function()
+    local b = helper.broker { config = { "persistence false" } }
+    local c, log = recorder { uri = b.uri, id = helper.uid("rc") }
+    assert(c:connect { keepalive = 5, reconnect = { min = 0.1, max = 0.4 } })
+    assert(c:subscribe("rc/t", 1))
+    b:stop()
+    assert.is_true(until_(function() return #log.disconnect > 0 end, 5))
+    assert.are.equal("network", log.disconnect[1].cause)
+    assert.is_true(log.disconnect[1].reconnecting)
+    assert.are.equal("reconnecting", c:state())
+    assert.is_false(c:is_connected())
+    -- failed attempts, each with the delay before the next (doubling up to max)
+    assert.is_true(until_(function() return #log.connect_failed >= 3 end, 5))
+    assert.are.equal(0.2, log.connect_failed[1].retry_in)
+    assert.are.equal(0.4, log.connect_failed[2].retry_in)
+    assert.are.equal(0.4, log.connect_failed[3].retry_in)
+    assert.is_string(log.connect_failed[1].message)
+    assert.are.equal("reconnecting", c:stats().state)
+    assert.is_number(c:stats().retry_in)
+    b:start()
+    assert.is_true(until_(function() return reconnects(log) > 0 end, 5))
+    assert.is_false(log.connect[1].reconnect)
+    assert.is_true(log.connect[2].reconnect)
+    assert.is_false(log.connect[2].session_present)
+    assert.is_true(c:is_connected())
+    assert.are.equal(1, c:stats().reconnects)
+    -- subscribed again: a message from another client arrives
+    local p = assert(mqtt.client { uri = b.uri })
+    assert(p:connect())
+    assert.is_true(until_(function()
+      p:publish("rc/t", "after", { qos = 1 })
+      return #log.message > 0
+    end, 5))
+    assert.are.equal("after", log.message[1].payload)
+    assert.are.equal(0, #log.errors)
+    p:close()
+    c:close()
+  end)
+
+  it("does not resubscribe with resubscribe = false", function()
+    local b = helper.broker { config = { "persistence false" } }
+    local c, log = recorder { uri = b.uri, id = helper.uid("nors") }
+    assert(c:connect { keepalive = 5, reconnect = { min = 0.1, max = 0.2 }, resubscribe = false })
+    assert(c:subscribe("nors/t", 1))
+    b:stop()
+    b:start()
+    assert.is_true(until_(function() return reconnects(log) > 0 end, 5))
+    local p = assert(mqtt.client { uri = b.uri })
+    assert(p:connect())
+    assert(p:publish("nors/t", "nobody listens", { qos = 1 }):wait(5))
+    mqtt.sleep(0.5)
+    assert.are.equal(0, #log.message)
+    -- the program can subscribe itself, e.g. from its connect handler
+    assert(c:subscribe("nors/t", 1))
+    assert(p:publish("nors/t", "now", { qos = 1 }):wait(5))
+    assert.is_true(until_(function() return #log.message > 0 end, 5))
+    p:close()
+    c:close()
+  end)
+
+  it("resumes the session on reconnect with clean_start = 'first' and gets what was published meanwhile", function()
+    local b = helper.broker()
+    local p = fp.start(b.port) -- the link breaks, the broker and its sessions stay
+    local id = helper.uid("first")
+    local c, log = recorder { uri = p.uri, id = id }
+    assert(c:connect { keepalive = 5, clean_start = "first", session_expiry = 300,
+      reconnect = { min = 0.3, max = 0.3 } })
+    assert(c:subscribe("first/t", 1))
+    p:refuse()
+    p:reset()
+    assert.is_true(until_(function() return c:state() == "reconnecting" end, 5))
+    -- published while the subscriber is away: the broker keeps it in the session
+    local pub = assert(mqtt.client { uri = b.uri })
+    assert(pub:connect())
+    assert(pub:publish("first/t", "queued", { qos = 1 }):wait(5))
+    p:accept()
+    assert.is_true(until_(function() return reconnects(log) > 0 end, 5))
+    assert.is_true(log.connect[2].reconnect)
+    assert.is_true(log.connect[2].session_present)
+    assert.is_true(until_(function() return #log.message > 0 end, 5))
+    assert.are.equal("queued", log.message[1].payload)
+    pub:close()
+    c:close()
+    p:stop()
+  end)
+
+  it("asks the credentials function again before each reconnect", function()
+    local b = helper.broker()
+    local pwfile = b.dir .. "/passwd"
+    assert.is_true(helper.sh(("mosquitto_passwd -b -c %s alice s3cret >/dev/null 2>&1"):format(pwfile)))
+    local f = assert(io.open(b.dir .. "/mosquitto.conf", "a"))
+    f:write("password_file ", pwfile, "\n")
+    f:close()
+    -- allow_anonymous true is in the base config; the per-listener default is what counts here:
+    local conf = helper.read(b.dir .. "/mosquitto.conf"):gsub("allow_anonymous true", "allow_anonymous false")
+    f = assert(io.open(b.dir .. "/mosquitto.conf", "w"))
+    f:write(conf)
+    f:close()
+    b:stop()
+    b:start()
+    local calls = 0
+    local c, log = recorder { uri = b.uri, id = helper.uid("cred") }
+    local ok, msg = c:connect { keepalive = 5, reconnect = { min = 0.1, max = 0.2 },
+      credentials = function() calls = calls + 1 return "alice", "s3cret" end }
+    assert.is_true(ok, msg)
+    assert.are.equal(1, calls)
+    b:stop()
+    b:start()
+    assert.is_true(until_(function() return reconnects(log) > 0 end, 5))
+    assert.is_true(calls >= 2)
+    assert.are.equal(calls, 1 + c:stats().reconnect_attempts)
+    -- and the password stays out of what a program prints
+    assert.is_nil(tostring(c):find("s3cret", 1, true))
+    c:close()
+  end)
+
+  it("keeps publishes made while reconnecting (offline_queue) and sends them after; past N it says queue_full", function()
+    local b = helper.broker()
+    local p = fp.start(b.port)
+    local sub, slog = recorder { uri = b.uri, id = helper.uid("osub") }
+    assert(sub:connect())
+    assert(sub:subscribe("off/t", 1))
+    local c, log = recorder { uri = p.uri, id = helper.uid("opub"), offline_queue = 5 }
+    assert(c:connect { keepalive = 5, reconnect = { min = 0.2, max = 0.5 } })
+    p:refuse()
+    p:reset()
+    assert.is_true(until_(function() return c:state() == "reconnecting" end, 5))
+    local toks = {}
+    for i = 1, 5 do
+      toks[i] = assert(c:publish("off/t", "m" .. i, { qos = 1 }))
+    end
+    assert.are.equal(5, c:stats().offline_queued)
+    local tok, msg, code = c:publish("off/t", "m6", { qos = 1 })
+    assert.is_nil(tok)
+    assert.are.equal("queue_full", code)
+    assert.truthy(msg:find("offline queue is full", 1, true), msg)
+    p:accept()
+    assert.is_true(until_(function() return reconnects(log) > 0 end, 5))
+    for i = 1, 5 do assert.is_true(toks[i]:wait(5)) end
+    assert.are.equal(0, c:stats().offline_queued)
+    assert.is_true(until_(function() return #slog.message >= 5 end, 5))
+    assert.are.same({ "m1", "m2", "m3", "m4", "m5" }, payloads(slog.message))
+    c:close()
+    sub:close()
+    p:stop()
+  end)
+
+  it("without offline_queue, a publish while reconnecting fails with the reason of the loss", function()
+    local b = helper.broker()
+    local c = recorder { uri = b.uri, id = helper.uid("nooff") }
+    assert(c:connect { keepalive = 5, reconnect = { min = 0.2, max = 0.5 } })
+    b:kill()
+    assert.is_true(until_(function() return c:state() == "reconnecting" end, 5))
+    local tok, msg, code = c:publish("x", "y", { qos = 1 })
+    assert.is_nil(tok)
+    assert.are.equal("not_connected", code)
+    assert.truthy(msg:match("connection lost [%d.]+ s ago %(network"), msg)
+    c:close()
+  end)
+
+  it("stops reconnecting on disconnect() and on close()", function()
+    local b = helper.broker()
+    local c, log = recorder { uri = b.uri, id = helper.uid("stop") }
+    assert(c:connect { keepalive = 5, reconnect = { min = 0.1, max = 0.1 } })
+    b:stop()
+    assert.is_true(until_(function() return #log.connect_failed > 0 end, 5))
+    assert.is_true(c:disconnect())
+    assert.are.equal("disconnected", c:state())
+    local n = #log.connect_failed
+    b:start()
+    mqtt.sleep(0.6)
+    assert.are.equal(n, #log.connect_failed)
+    assert.are.equal(0, reconnects(log))
+    assert.is_false(c:is_connected())
+    c:close()
+    assert.are.equal("closed", c:state())
+  end)
+end)
+
+describe("persistence", function()
+  teardown(function() helper.stop_all() end)
+
+  -- a publisher in its own process, so it can be killed with SIGKILL
+  local script = [[
+    local mqtt = require "paho.mqtt"
+    local uri, id, dir, mode, n = arg[1], arg[2], arg[3], arg[4], tonumber(arg[5])
+    local c = assert(mqtt.client { uri = uri, id = id, persistence = { dir = dir }, offline_queue = 100 })
+    if mode == "publish" then
+      -- the broker is down: the publishes wait in paho's store on disk
+      for i = 1, n do assert(c:publish("persist/t", "p" .. i, { qos = 1 })) end
+      io.stdout:write("queued\n") io.stdout:flush()
+      mqtt.sleep(30) -- killed with SIGKILL long before
+    else
+      assert(c:connect { clean_start = false, session_expiry = 300 })
+      mqtt.sleep(2) -- paho sends what it restored from disk
+      io.stdout:write("resumed\n")
+      c:disconnect()
+    end
+  ]]
+
+  it("QoS 1 publishes made while the broker was down survive a SIGKILL of the publishing process", function()
+    local b = helper.broker()
+    local sid = helper.uid("psub")
+    local sub, slog = recorder { uri = b.uri, id = sid }
+    -- (mosquitto 2.0.11 writes a session to disk only when it began with Clean Start off)
+    assert(sub:connect { clean_start = false, session_expiry = 300 })
+    assert(sub:subscribe("persist/t", 1))
+    assert(sub:disconnect())
+    b:stop()
+    local dir = helper.tmpdir() .. "/" .. helper.uid("store")
+    assert.is_true(helper.sh("mkdir -p " .. dir))
+    local path = helper.tmpdir() .. "/persist_pub.lua"
+    local f = assert(io.open(path, "w"))
+    f:write(script)
+    f:close()
+    local lua = os.getenv("PMQ_LUA") or "lua5.4"
+    local pid_file = dir .. ".pid"
+    local out = dir .. ".out"
+    local pid_id = helper.uid("ppub")
+    assert.is_true(helper.sh(("%s %s %s %s %s publish 5 >%s 2>&1 & echo $! > %s"):format(
+      lua, path, b.uri, pid_id, dir, out, pid_file)))
+    assert.is_true(helper.eventually(function() return (helper.read(out) or ""):find("queued", 1, true) end, 10))
+    local pid = tonumber(helper.read(pid_file))
+    assert.is_true(helper.sh("kill -9 " .. pid))
+    b:start()
+    assert.is_true(helper.sh(("%s %s %s %s %s resume 0 >%s 2>&1"):format(lua, path, b.uri, pid_id, dir, out)),
+      helper.read(out))
+    assert(sub:connect { clean_start = false, session_expiry = 300 })
+    assert.is_true(until_(function() return #slog.message >= 5 end, 5), helper.read(out))
+    assert.are.same({ "p1", "p2", "p3", "p4", "p5" }, payloads(slog.message))
+    sub:close()
+  end)
+end)
