@@ -76,10 +76,16 @@ test-all:
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	@sh tools/with-broker.sh $(LUA) examples/session_demo.lua
+	@sh tools/with-broker.sh sh -c '$(LUA) examples/session_demo.lua && echo && $(LUA) examples/keepalive_demo.lua'
 
-bench:
-	@echo "make bench: the benchmarks against raw paho.mqtt.c are not written yet" >&2; exit 1
+# the binding against raw paho.mqtt.c (bench/raw.c, built with the same
+# PAHO_INCDIR/PAHO_LIBDIR); see docs/performance.md. BENCH_REPS, BENCH_SCALE,
+# BENCH_CASES and BENCH_SLOW_N tune it (bench/run.lua). Exits 0 when it ran.
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p $(BUILD)/bench
+	$(CC) $(CFLAGS) -std=c99 -Wall -Wextra -I$(PAHO_INCDIR) -o $(BUILD)/bench/raw bench/raw.c $(LDFLAGS) $(LIBS)
+	@$(LUA) bench/run.lua $(BUILD)/bench/raw
 
 # AddressSanitizer + UBSan over the whole suite. The uninstrumented
 # interpreter gets the runtime by LD_PRELOAD, and so does every program the

@@ -1,9 +1,9 @@
 -- Every example runs against a broker this spec starts.
 local helper = require "helper"
 
-local function run_example(path, uri)
+local function run_example(path, uri, env)
   local lua = os.getenv("PMQ_LUA") or "lua5.4"
-  local cmd = ("MQTT_URI=%s timeout 60 %s %s 2>&1"):format(uri, lua, path)
+  local cmd = ("%sMQTT_URI=%s timeout 60 %s %s 2>&1"):format(env or "", uri, lua, path)
   local p = io.popen(cmd)
   local out = p:read("*a")
   local ok, _, code = p:close()
@@ -21,6 +21,18 @@ describe("examples", function()
     assert.matches("session_present = true", out)
     assert.matches("received 3 of the 3 messages it missed", out)
     assert.matches("OK: the persistent session", out)
+  end)
+
+  it("keepalive_demo.lua shows a frozen broker detected as a keepalive timeout, then a reconnect", function()
+    local b = helper.broker() -- its own: the demo freezes it
+    local ok, out = run_example("examples/keepalive_demo.lua", b.uri, "MQTT_BROKER_PID=" .. b.pid .. " ")
+    b:resume()
+    assert.is_true(ok, out)
+    assert.matches('disconnect event: cause = "keepalive", reconnecting = true', out)
+    assert.matches("not_connected", out)
+    assert.matches("connect event: reconnect = true, session_present = true", out)
+    assert.matches("OK: the half%-open link was detected", out)
+    b:stop()
   end)
 
   -- speed is not asserted (the example prints its worst frame); the round

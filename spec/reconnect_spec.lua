@@ -154,7 +154,7 @@ describe("reconnect", function()
     c:close()
   end)
 
-  it("keeps publishes made while reconnecting (offline_queue) and sends them after; past N it says queue_full", function()
+  it("keeps publishes made while reconnecting (offline_queue), sends them after, past N says queue_full", function()
     local b = helper.broker()
     local p = fp.start(b.port)
     local sub, slog = recorder { uri = b.uri, id = helper.uid("osub") }

@@ -1,9 +1,10 @@
 #!/bin/sh
 # Usage: tools/with-broker.sh COMMAND...
 # Starts a private mosquitto on a free loopback port, runs COMMAND with
-# MQTT_URI=tcp://127.0.0.1:PORT in its environment, then stops the broker.
+# MQTT_URI=tcp://127.0.0.1:PORT and MQTT_BROKER_PID (so a demo can freeze it
+# with SIGSTOP) in its environment, then stops the broker.
 dir=$(mktemp -d /tmp/paho-mqtt-demo.XXXXXX)
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; sleep 0.2; rm -rf "$dir"; }
+cleanup() { [ -n "$pid" ] && kill -CONT "$pid" 2>/dev/null && kill "$pid" 2>/dev/null; sleep 0.2; rm -rf "$dir"; }
 trap cleanup EXIT INT TERM
 tries=0
 while [ $tries -lt 20 ]; do
@@ -26,7 +27,7 @@ while [ $tries -lt 20 ]; do
   done
   if grep -q running "$dir/mosquitto.log"; then
     echo "mosquitto listening on 127.0.0.1:$port"
-    MQTT_URI="tcp://127.0.0.1:$port" "$@"
+    MQTT_URI="tcp://127.0.0.1:$port" MQTT_BROKER_PID=$pid "$@"
     exit $?
   fi
   kill "$pid" 2>/dev/null; pid=""
