@@ -1,0 +1,346 @@
+--- bench/run.lua - `make bench`: the Lua binding against raw paho.mqtt.c.
+--
+--   lua bench/run.lua RAW_BINARY
+--
+-- Starts a private mosquitto on a free loopback port, then runs every case
+-- with bench/raw.c (C) and bench/bench.lua (Lua) interleaved, C, Lua, C,
+-- Lua, ... (BENCH_REPS times each, default 3), and prints per case the
+-- median of the runs: messages per second, latency p50/p99, connect times,
+-- the Lua/C ratio, the client's CPU per message and the broker's CPU use
+-- over the measured interval (from /proc/PID/stat). Last it runs
+-- bench/slow_consumer.lua (memory with a slow subscriber).
+--
+-- Environment: BENCH_REPS (3), BENCH_SCALE (1.0: multiplies every message
+-- count), BENCH_CASES (a Lua pattern matched against case names, e.g.
+-- "qos1" or "latency"), BENCH_SLOW_N (100000; 0 skips the slow consumer).
+--
+-- Benchmarks are not tests: the exit status is 0 when everything ran,
+-- whatever the numbers; it is 1 only when a run failed (crashed, timed out
+-- or lost a QoS 1/2 message).
+local core = require "paho.mqtt.core" -- now() and a sleep; no client is made here
+
+local RAW = arg[1]
+if not RAW then
+  io.stderr:write("usage: lua bench/run.lua RAW_BINARY\n")
+  os.exit(2)
+end
+local HERE = (arg[0]:match("^(.*)/[^/]*$") or ".")
+local LUA = arg[-1] or "lua"
+local REPS = tonumber(os.getenv("BENCH_REPS") or "3")
+local SCALE = tonumber(os.getenv("BENCH_SCALE") or "1")
+local ONLY = os.getenv("BENCH_CASES")
+local SLOW_N = tonumber(os.getenv("BENCH_SLOW_N") or "100000")
+
+local function sleep(s) core.poll({}, s) end
+local now = core.now
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function capture(cmd)
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+-----------------------------------------------------------------------------
+-- the broker
+
+local function alive(pid)
+  local stat = read("/proc/" .. pid .. "/stat")
+  return stat ~= nil and not stat:match("^%d+ %b() Z") -- PID 1 may never reap it
+end
+
+local broker = {}
+
+local function start_broker()
+  local dir = capture("mktemp -d /tmp/paho-mqtt-bench.XXXXXX"):match("%S+")
+  local is_root = capture("id -u"):match("%d+") == "0"
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+  for _ = 1, 20 do
+    local port = 20000 + math.random(0, 39999)
+    local conf = {
+      "listener " .. port .. " 127.0.0.1",
+      "allow_anonymous true",
+      "log_dest file " .. dir .. "/mosquitto.log",
+      "log_type error", "log_type warning", "log_type notice", "log_type information",
+      -- never drop messages for a subscriber that falls behind (the default
+      -- drops QoS 0 and queues at most 1000 QoS 1/2 messages per client):
+      -- the benchmarks count every message
+      "max_queued_messages 0",
+    }
+    if is_root then conf[#conf + 1] = "user root" end
+    local f = assert(io.open(dir .. "/mosquitto.conf", "w"))
+    f:write(table.concat(conf, "\n"), "\n")
+    f:close()
+    os.remove(dir .. "/mosquitto.log")
+    local pid = capture(("mosquitto -c %s/mosquitto.conf >%s/mosquitto.out 2>&1 & echo $!"):format(dir, dir))
+      :match("%d+")
+    local deadline = now() + 5
+    while pid and now() < deadline do
+      if (read(dir .. "/mosquitto.log") or ""):find("running", 1, true) then
+        broker.pid, broker.port, broker.dir = pid, port, dir
+        broker.uri = "tcp://127.0.0.1:" .. port
+        return
+      end
+      if not alive(pid) then break end
+      sleep(0.02)
+    end
+    if pid then sh("kill -9 " .. pid .. " 2>/dev/null") end
+  end
+  error("could not start mosquitto")
+end
+
+local function stop_broker()
+  if not broker.pid then return end
+  sh("kill " .. broker.pid .. " 2>/dev/null")
+  local deadline = now() + 5
+  while alive(broker.pid) and now() < deadline do sleep(0.02) end
+  if alive(broker.pid) then sh("kill -9 " .. broker.pid .. " 2>/dev/null") end
+  sh("rm -rf " .. broker.dir)
+  broker.pid = nil
+end
+
+-----------------------------------------------------------------------------
+-- runs
+
+local failures = {}
+
+local function parse(line)
+  local r = {}
+  for k, v in line:gmatch("([%w_]+)=(%S+)") do r[k] = tonumber(v) or v end
+  return r
+end
+
+-- run one program; returns the parsed RESULT line or nil
+local function run_one(impl, args)
+  local cmd
+  if impl == "c" then
+    cmd = ("%s %s"):format(RAW, args)
+  else
+    cmd = ("%s %s/bench.lua %s"):format(LUA, HERE, args)
+  end
+  local out = capture(("BROKER_PID=%s timeout 120 %s 2>&1"):format(broker.pid, cmd))
+  local line = out:match("(RESULT[^\n]*)")
+  if not line then
+    failures[#failures + 1] = ("%s %s: no result\n%s"):format(impl, args, out)
+    io.write(("  %-4s FAILED (%s)\n"):format(impl, (out:gsub("\n", " | ")):sub(1, 300)))
+    return nil
+  end
+  local r = parse(line)
+  if r.received and r.n and r.received < r.n and r.qos and r.qos > 0 then
+    failures[#failures + 1] = ("%s %s: lost %d of %d messages"):format(impl, args, r.n - r.received, r.n)
+  end
+  io.write("  ", line:gsub("^RESULT ", ""), "\n")
+  io.flush()
+  if not alive(broker.pid) then error("the broker died") end
+  return r
+end
+
+local function median(list)
+  local t = {}
+  for _, v in ipairs(list) do t[#t + 1] = v end
+  if #t == 0 then return nil end
+  table.sort(t)
+  if #t % 2 == 1 then return t[(#t + 1) / 2] end
+  return (t[#t / 2] + t[#t / 2 + 1]) / 2
+end
+
+local function col(runs, key)
+  local t = {}
+  for _, r in ipairs(runs) do
+    if r[key] ~= nil and type(r[key]) == "number" then t[#t + 1] = r[key] end
+  end
+  return t
+end
+
+-- runs C and Lua interleaved; returns {c = {results}, lua = {results}}
+local function interleave(args)
+  local res = { c = {}, lua = {} }
+  for _ = 1, REPS do
+    for _, impl in ipairs { "c", "lua" } do
+      local r = run_one(impl, args)
+      if r then res[impl][#res[impl] + 1] = r end
+    end
+  end
+  return res
+end
+
+-----------------------------------------------------------------------------
+-- cases
+
+local function n_of(n) return math.max(10, math.floor(n * SCALE + 0.5)) end
+
+local throughput_cases = {
+  { name = "qos0-100B", qos = 0, size = 100, n = 30000 },
+  { name = "qos1-100B", qos = 1, size = 100, n = 20000 },
+  { name = "qos2-100B", qos = 2, size = 100, n = 12000 },
+  { name = "qos0-16KiB", qos = 0, size = 16384, n = 10000 },
+  { name = "qos1-16KiB", qos = 1, size = 16384, n = 10000 },
+  { name = "qos2-16KiB", qos = 2, size = 16384, n = 6000 },
+}
+local latency_cases = {
+  { name = "latency-qos0", qos = 0, size = 100, n = 3000 },
+  { name = "latency-qos1", qos = 1, size = 100, n = 3000 },
+}
+local CONNECT_K = 10
+
+local function wanted(name) return not ONLY or name:find(ONLY) ~= nil end
+
+local function fmt_num(v, f)
+  if v == nil then return "-" end
+  return (f or "%.0f"):format(v)
+end
+
+local function ratio(a, b)
+  if not a or not b or b == 0 then return nil end
+  return a / b
+end
+
+local function first_line(s) return (s or ""):match("[^\n]*") end
+
+start_broker()
+local ok, err = pcall(function()
+  local t_start = now()
+  local cpu = first_line(capture("grep -m1 'model name' /proc/cpuinfo")):gsub("^model name%s*:%s*", "")
+  print("paho.mqtt for Lua: benchmark against raw paho.mqtt.c (MQTT 5, one process: publisher + subscriber)")
+  print(("machine: %s cores (nproc), %s; %s"):format(first_line(capture("nproc")), cpu,
+    first_line(capture("uname -sr"))))
+  print(("paho.mqtt.c: %s"):format(first_line(capture(RAW .. " version | grep '^Version'"))))
+  print(("lua: %s"):format(first_line(capture(("%s %s/bench.lua version"):format(LUA, HERE)))))
+  print(("broker: %s (pid %s, %s, max_queued_messages 0)"):format(
+    first_line(capture("mosquitto -h 2>&1 | head -1")), broker.pid, broker.uri))
+  print(("load before: %s"):format(first_line(capture("cat /proc/loadavg"))))
+  print(("runs: %d of each, interleaved C, Lua, C, Lua...; medians reported"):format(REPS))
+  print()
+
+  local tput_rows, lat_rows, conn_row = {}, {}, nil
+
+  for _, case in ipairs(throughput_cases) do
+    if wanted(case.name) then
+      local n = n_of(case.n)
+      print(("== throughput %s: %d messages of %d B at QoS %d"):format(case.name, n, case.size, case.qos))
+      local res = interleave(("throughput %s %d %d %d"):format(broker.uri, n, case.size, case.qos))
+      local row = { name = case.name }
+      for _, impl in ipairs { "c", "lua" } do
+        local runs = res[impl]
+        row[impl] = {
+          rate = median(col(runs, "msgs_per_s")),
+          cpu_us = median((function()
+            local t = {}
+            for _, r in ipairs(runs) do
+              if r.cpu_s and r.received and r.received > 0 then t[#t + 1] = r.cpu_s / r.received * 1e6 end
+            end
+            return t
+          end)()),
+          broker = median((function()
+            local t = {}
+            for _, r in ipairs(runs) do
+              if r.broker_cpu_s and r.broker_cpu_s >= 0 and r.elapsed_s > 0 then
+                t[#t + 1] = 100 * r.broker_cpu_s / r.elapsed_s
+              end
+            end
+            return t
+          end)()),
+          all = col(runs, "msgs_per_s"),
+        }
+      end
+      row.ratio = ratio(row.lua.rate, row.c.rate)
+      tput_rows[#tput_rows + 1] = row
+      print(("   C %s msg/s, Lua %s msg/s, Lua/C %s"):format(fmt_num(row.c.rate), fmt_num(row.lua.rate),
+        fmt_num(row.ratio, "%.2f")))
+      print()
+    end
+  end
+
+  for _, case in ipairs(latency_cases) do
+    if wanted(case.name) then
+      local n = n_of(case.n)
+      print(("== %s: %d round trips of %d B at QoS %d"):format(case.name, n, case.size, case.qos))
+      local res = interleave(("latency %s %d %d %d"):format(broker.uri, n, case.size, case.qos))
+      local row = { name = case.name }
+      for _, impl in ipairs { "c", "lua" } do
+        row[impl] = { p50 = median(col(res[impl], "p50_us")), p99 = median(col(res[impl], "p99_us")) }
+      end
+      lat_rows[#lat_rows + 1] = row
+      print(("   p50: C %s us, Lua %s us, Lua/C %s"):format(fmt_num(row.c.p50, "%.1f"),
+        fmt_num(row.lua.p50, "%.1f"), fmt_num(ratio(row.lua.p50, row.c.p50), "%.2f")))
+      print()
+    end
+  end
+
+  if wanted("connect") then
+    print(("== connect: %d clients one after another in one process, each staying connected"):format(CONNECT_K))
+    local res = interleave(("connect %s %d"):format(broker.uri, CONNECT_K))
+    conn_row = {}
+    for _, impl in ipairs { "c", "lua" } do
+      conn_row[impl] = { first = median(col(res[impl], "first_ms")), next = median(col(res[impl], "next_p50_ms")) }
+    end
+    print()
+  end
+
+  -- the summary
+  print(("== summary (median of %d runs each; Lua/C > 1 means Lua is faster for rates, slower for times)")
+    :format(REPS))
+  if #tput_rows > 0 then
+    print()
+    print("throughput            C msg/s  Lua msg/s  Lua/C   C CPU us/msg  Lua CPU us/msg  broker CPU C / Lua")
+    for _, r in ipairs(tput_rows) do
+      print(("%-20s %9s %10s %6s %14s %15s %10s / %s"):format(r.name, fmt_num(r.c.rate), fmt_num(r.lua.rate),
+        fmt_num(r.ratio, "%.2f"), fmt_num(r.c.cpu_us), fmt_num(r.lua.cpu_us),
+        fmt_num(r.c.broker, "%.0f%%"), fmt_num(r.lua.broker, "%.0f%%")))
+    end
+  end
+  if #lat_rows > 0 then
+    print()
+    print("latency (100 B)       C p50 us  Lua p50 us  Lua/C   C p99 us  Lua p99 us  Lua/C")
+    for _, r in ipairs(lat_rows) do
+      print(("%-20s %9s %11s %6s %10s %11s %6s"):format(r.name, fmt_num(r.c.p50, "%.1f"),
+        fmt_num(r.lua.p50, "%.1f"), fmt_num(ratio(r.lua.p50, r.c.p50), "%.2f"), fmt_num(r.c.p99, "%.1f"),
+        fmt_num(r.lua.p99, "%.1f"), fmt_num(ratio(r.lua.p99, r.c.p99), "%.2f")))
+    end
+  end
+  if conn_row then
+    print()
+    print("connect (create + CONNACK)   C ms     Lua ms   Lua/C")
+    print(("1st client             %10s %10s %7s"):format(fmt_num(conn_row.c.first, "%.1f"),
+      fmt_num(conn_row.lua.first, "%.1f"), fmt_num(ratio(conn_row.lua.first, conn_row.c.first), "%.2f")))
+    print(("2nd..%dth, p50         %10s %10s %7s"):format(CONNECT_K, fmt_num(conn_row.c.next, "%.1f"),
+      fmt_num(conn_row.lua.next, "%.1f"), fmt_num(ratio(conn_row.lua.next, conn_row.c.next), "%.2f")))
+  end
+  print()
+  print(("load after: %s; the benchmarks took %.0f s"):format(first_line(capture("cat /proc/loadavg")),
+    now() - t_start))
+
+  if SLOW_N > 0 and wanted("slow") then
+    print()
+    print(("== slow consumer (bench/slow_consumer.lua, SLOW_CONSUMER_N=%d)"):format(SLOW_N))
+    io.flush()
+    local cmd = ("SLOW_CONSUMER_N=%d MQTT_URI=%s BROKER_PID=%s timeout 600 %s %s/slow_consumer.lua")
+      :format(SLOW_N, broker.uri, broker.pid, LUA, HERE)
+    if not sh(cmd) then failures[#failures + 1] = "slow consumer: failed or lost messages" end
+  end
+end)
+stop_broker()
+if not ok then
+  io.stderr:write("bench: ", tostring(err), "\n")
+  os.exit(1)
+end
+if #failures > 0 then
+  print()
+  print("bench: some runs failed:")
+  for _, f in ipairs(failures) do print("  " .. f) end
+  os.exit(1)
+end
+os.exit(0)
