@@ -50,8 +50,18 @@ local function subscriber()
 end
 
 describe("event-loop adapters", function()
-  setup(function() broker = helper.broker() end)
-  teardown(function() helper.stop_all() end)
+  -- an idle connected client lets the binding wake paho's receive thread,
+  -- so each test's connect takes milliseconds instead of paho's 1.1 s
+  local keeper
+  setup(function()
+    broker = helper.broker()
+    keeper = assert(mqtt.client{ uri = broker.uri, id = helper.uid("keeper") })
+    assert(keeper:connect{})
+  end)
+  teardown(function()
+    keeper:close()
+    helper.stop_all()
+  end)
 
   describe("cqueues", function()
     local cqueues, why = loop_library("cqueues", "lua-cqueues")
@@ -96,6 +106,30 @@ describe("event-loop adapters", function()
         if cq:empty() then break end
       end
       assert.is_true(cq:empty())
+      assert.are.equal("closed", c:state())
+    end)
+
+    it("h:close() from a message handler closes the client after that dispatch; h:wait(function)", function()
+      local c, topic = subscriber()
+      local cq = cqueues.new()
+      local h = mqcq.wrap(cq, c)
+      local seen = 0
+      c:on("message", function()
+        seen = seen + 1
+        h:close() -- more events are queued behind this one
+      end)
+      local waited
+      cq:wrap(function()
+        for i = 1, 3 do assert(c:publish(topic, tostring(i), { qos = 1 })) end
+        waited = { h:wait(function() return seen > 0 end, 10) }
+      end)
+      for _ = 1, 1000 do
+        assert(cq:step(0.05))
+        if cq:empty() then break end
+      end
+      assert.is_true(cq:empty())
+      assert.are.same({ true }, waited)
+      assert.are.equal(1, seen)
       assert.are.equal("closed", c:state())
     end)
   end)
@@ -153,6 +187,31 @@ describe("event-loop adapters", function()
       assert.is_false(uv.loop_alive())
       assert.are.equal("closed", c:state())
     end)
+
+    it("h:close() from a message handler closes the client after that dispatch", function()
+      local c, topic = subscriber()
+      local h = mquv.attach(c)
+      local seen = 0
+      c:on("message", function()
+        seen = seen + 1
+        h:close() -- more events are queued behind this one
+      end)
+      local t = uv.new_timer()
+      t:start(0, 0, function()
+        t:close()
+        for i = 1, 3 do assert(c:publish(topic, tostring(i), { qos = 1 })) end
+      end)
+      local guard = uv.new_timer()
+      guard:start(15000, 0, function() h:stop() end)
+      guard:unref()
+      for _ = 1, 100000 do
+        if not uv.run("once") or h.stopped then break end
+      end
+      if not guard:is_closing() then guard:close() end
+      uv.run("nowait")
+      assert.are.equal(1, seen)
+      assert.are.equal("closed", c:state())
+    end)
   end)
 
   describe("copas", function()
@@ -184,6 +243,24 @@ describe("event-loop adapters", function()
       -- the stopped watcher leaves copas at its next step, without the
       -- closed descriptor ever reaching select
       for _ = 1, 3 do copas.step(0) end
+    end)
+
+    it("h:close() from a message handler closes the client after that dispatch", function()
+      local c, topic = subscriber()
+      local h = mqcopas.attach(c)
+      local seen = 0
+      c:on("message", function()
+        seen = seen + 1
+        h:close() -- more events are queued behind this one
+      end)
+      copas.addthread(function()
+        for i = 1, 3 do assert(c:publish(topic, tostring(i), { qos = 1 })) end
+      end)
+      local deadline = helper.now() + 15
+      mqcopas.loop(function() return h.stopped or helper.now() > deadline end)
+      for _ = 1, 3 do copas.step(0) end
+      assert.are.equal(1, seen)
+      assert.are.equal("closed", c:state())
     end)
   end)
 end)

@@ -43,7 +43,8 @@ function Handle:stop()
   if self._timer_co and copas.wakeup then copas.wakeup(self._timer_co) end
 end
 
---- Stops dispatching and closes the client.
+--- Stops dispatching and closes the client. It may be called from a paho
+-- handler: no handler of this client runs after it.
 function Handle:close()
   self:stop()
   self.client:close()
@@ -52,7 +53,9 @@ end
 local function dispatch(h)
   if h.stopped then return end
   if h.client:state() == "closed" then h:stop() return end
-  h.client:dispatch(0)
+  local ok, err = pcall(h.client.dispatch, h.client, 0)
+  -- a handler that closed the client ends the dispatch with "closed"
+  if not ok and h.client:state() ~= "closed" then error(err, 0) end
   if h._timer_co and copas.wakeup then copas.wakeup(h._timer_co) end -- a new wait may be due earlier
 end
 

@@ -43,7 +43,9 @@ function Handle:stop()
 end
 
 --- Stops dispatching and closes the client. Prefer this to client:close()
--- while the loop runs: cqueues must forget the descriptor before it is closed.
+-- while the loop runs: cqueues must forget the descriptor before it is
+-- closed. It may be called from a paho handler: no handler of this client
+-- runs after it.
 function Handle:close()
   self:stop()
   if self.client:state() ~= "closed" then
@@ -53,20 +55,26 @@ function Handle:close()
 end
 
 --- Inside a cqueues coroutine: waits until `token` (from client:publish)
--- completes, yielding to cqueues meanwhile. true | nil, message, code.
+-- completes, yielding to cqueues meanwhile: true | nil, message, code.
+-- With a function instead of a token, waits until it returns true (looked
+-- at after each dispatch): true | nil, message, "timeout".
 function Handle:wait(token, timeout)
   local deadline = timeout and (cqueues.monotime() + timeout)
-  while not token:done() do
+  local is_fn = type(token) == "function"
+  while not (is_fn and token() or not is_fn and token:done()) do
     if self.stopped or self.client:state() == "closed" then
       return nil, "wait: the client is no longer dispatched", "closed"
     end
     local left
     if deadline then
       left = deadline - cqueues.monotime()
-      if left <= 0 then return nil, ("publish: no answer within %g s"):format(timeout), "timeout" end
+      if left <= 0 then
+        return nil, ("%s: no answer within %g s"):format(is_fn and "wait" or "publish", timeout), "timeout"
+      end
     end
     cqueues.poll(self._dispatched, self._stopcond, left)
   end
+  if is_fn then return true end
   return token:wait(0)
 end
 
@@ -87,7 +95,9 @@ function M.wrap(cq, client, opts)
     while not h.stopped and client:state() ~= "closed" do
       cqueues.poll(client, h._stopcond, max_wait)
       if h.stopped or client:state() == "closed" then break end
-      client:dispatch(0)
+      local ok, err = pcall(client.dispatch, client, 0)
+      -- a handler that closed the client ends the dispatch with "closed"
+      if not ok and client:state() ~= "closed" then error(err, 0) end
       h._dispatched:signal()
     end
     h.stopped = true

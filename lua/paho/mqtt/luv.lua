@@ -37,7 +37,8 @@ function Handle:stop()
 end
 
 --- Stops watching and closes the client. Prefer it to client:close(): libuv
--- must stop polling the descriptor before it is closed.
+-- must stop polling the descriptor before it is closed. It may be called
+-- from a paho handler: no handler of this client runs after it.
 function Handle:close()
   self:stop()
   self.client:close()
@@ -66,7 +67,12 @@ function M.attach(client, opts)
   function run()
     if h.stopped then return end
     if client:state() == "closed" then h:stop() return end
-    local n = client:dispatch(0)
+    local ok, n = pcall(client.dispatch, client, 0)
+    -- a handler that closed the client ends the dispatch with "closed"
+    if not ok then
+      if client:state() ~= "closed" then error(n, 0) end
+      n = 0
+    end
     if on_dispatch then on_dispatch(n) end
     rearm()
   end

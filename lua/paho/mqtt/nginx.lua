@@ -79,7 +79,8 @@ Handle.__index = Handle
 --- Stops dispatching (the timer chain ends at its next turn).
 function Handle:stop() self.stopped = true end
 
---- Stops dispatching and closes the client.
+--- Stops dispatching and closes the client. It may be called from a paho
+-- handler: no handler of this client runs after it.
 function Handle:close()
   self.stopped = true
   self.client:close()
@@ -126,7 +127,13 @@ function M.attach(client, opts)
         else ngx.log(ngx.WARN, "paho.mqtt.nginx: ", err) end
       end
     end
-    if client:state() ~= "closed" then client:dispatch(0) end
+    if client:state() ~= "closed" then
+      local ok, derr = pcall(client.dispatch, client, 0)
+      -- a handler that closed the client ends the dispatch with "closed"
+      if not ok and client:state() ~= "closed" then
+        ngx.log(ngx.ERR, "paho.mqtt.nginx: dispatch failed: ", derr)
+      end
+    end
     if not h.stopped and client:state() ~= "closed" then schedule() end
   end
 
