@@ -90,8 +90,10 @@ end
 -- init_worker_by_lua* (or any phase where ngx.timer.at works).
 -- opts.interval (default 0.01 s): the dispatch period.
 -- opts.connect: a table for client:connect; the client is connected from
---   the first timer and connected again (after opts.retry seconds, default
---   5) whenever it is found disconnected.
+--   the first timer, and connected again (after opts.retry seconds, default
+--   5) whenever it is found disconnected, unless the program disconnected it.
+--   With connect{reconnect = true} the client reconnects by itself after a
+--   loss (state "reconnecting"), and this only retries a failed first connect.
 -- opts.on_connect_error(message, code): called when such a connect fails
 --   (default: ngx.log at WARN).
 -- Returns a handle: h:stop(), h:close().
@@ -119,7 +121,8 @@ function M.attach(client, opts)
       return
     end
     if h.stopped or client:state() == "closed" then return end
-    if opts.connect and client:state() == "disconnected" and ngx.now() >= next_connect then
+    if opts.connect and client:state() == "disconnected" and ngx.now() >= next_connect
+        and client:stats().loss_cause ~= "client" then -- not after the program's own disconnect()
       next_connect = ngx.now() + retry
       local ok, err, code = client:connect(opts.connect)
       if not ok then
