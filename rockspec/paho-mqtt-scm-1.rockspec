@@ -52,6 +52,7 @@ build = {
             "src/client.c",
             "src/core.c",
             "src/events.c",
+            "src/keepalive.c",
             "src/props.c",
             "src/util.c",
          },
@@ -62,5 +63,11 @@ build = {
       },
       ["paho.mqtt"] = "lua/paho/mqtt.lua",
       ["paho.mqtt.options"] = "lua/paho/mqtt/options.lua",
+      -- event-loop adapters: each needs its loop (cqueues, luv, copas,
+      -- OpenResty) only when it is required, so none is a dependency here
+      ["paho.mqtt.copas"] = "lua/paho/mqtt/copas.lua",
+      ["paho.mqtt.cqueues"] = "lua/paho/mqtt/cqueues.lua",
+      ["paho.mqtt.luv"] = "lua/paho/mqtt/luv.lua",
+      ["paho.mqtt.nginx"] = "lua/paho/mqtt/nginx.lua",
    },
 }
