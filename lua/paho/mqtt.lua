@@ -431,6 +431,7 @@ function M.client(opts)
     _recv_max = 65535,      -- the broker's Receive Maximum (MQTT 5 CONNACK)
     _held = {}, _held_first = 1, _held_last = 0, -- publishes waiting for room
     _subs = {},             -- subscribe requests, for resubscribing after a reconnect
+    _aliases = {},          -- the broker's topic aliases on this connection
     _offline_max = opts.offline_queue or 0,
     _offline_n = 0,         -- publishes handed to paho while disconnected, not done
   }, Client)
@@ -554,7 +555,7 @@ end
 
 local schedule_reconnect, reconnect_failed, resubscribe -- defined with connect
 
-local function lost(self, cause, message, code)
+local function lost(self, cause, message, code, props)
   if self._state ~= "connected" then return end
   local again = self._reconnect ~= nil and cause ~= "client" and not self._closed
   self._state = again and "reconnecting" or "disconnected"
@@ -567,7 +568,7 @@ local function lost(self, cause, message, code)
     schedule_reconnect(self, retry_in)
   end
   fire(self, "disconnect", { cause = cause, message = message, code = code, reconnecting = again,
-    retry_in = retry_in })
+    retry_in = retry_in, properties = props })
 end
 
 -- QoS 1/2 publishes paho still owes an answer for
@@ -591,6 +592,27 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
         self._c:disconnect(0)
         return
       end
+      local ska = props and props.server_keep_alive
+      local asked = self._copts and self._copts.keepalive
+      if ska and asked and (asked == 0 or ska < asked) and not self._adopt then
+        -- MQTT 5 Server Keep Alive: the broker wants pings more often than
+        -- asked and drops a client that pings late. paho 1.3.12 ignores it,
+        -- so connect again at once with the broker's interval (resuming the
+        -- session just made; the program sees one connect).
+        self._adopt = { session_present = extra, tok = tok, ska = ska }
+        self._copts.keepalive = ska
+        self._connect_tok = tok
+        if again then self._attempting = true end
+        self._c:disconnect(0)
+        return
+      end
+      local adopt = self._adopt
+      self._adopt = nil
+      if adopt then
+        extra = adopt.session_present
+        props = props or {}
+        props.server_keep_alive = props.server_keep_alive or adopt.ska
+      end
       self._state = "connected"
       self._ever_connected = true
       -- paho names the server without its scheme: give back the URI the program used
@@ -599,6 +621,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       end
       local info = { session_present = extra, uri = text, properties = props or {}, reconnect = again }
       self._recv_max = info.properties.receive_maximum or 65535
+      self._aliases = {} -- topic aliases live as long as one connection
       self._server_keep_alive = info.properties.server_keep_alive
       self._connected_uri = text
       self._inflight = count_inflight(self)
@@ -619,6 +642,25 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       if self._state == "connecting" then self._state = "disconnected" end
       if tok then finish(tok, false, msg, code) end
       fire(self, "connect_failed", { message = msg, code = rcode, cause = code })
+    end
+    return
+  end
+  if kind == "disconnect" and self._adopt then
+    local o = {}
+    for k, v in pairs(self._copts) do o[k] = v end
+    o.clean = false
+    local cok, err = self._c:connect(o)
+    if not cok then
+      local adopt = self._adopt
+      self._adopt = nil
+      self._connect_tok = nil
+      local msg = "connect: reconnecting with the broker's Server Keep Alive failed: " .. tostring(err)
+      if self._state == "reconnecting" then
+        reconnect_failed(self, msg, nil, "error")
+      else
+        self._state = "disconnected"
+        if adopt.tok then finish(adopt.tok, false, msg, "error") end
+      end
     end
     return
   end
@@ -655,6 +697,26 @@ end
 function handle_event(self, ev, a, b, c, d, e, f, g, h)
   if ev == nil then return false end
   if ev == "message" then
+    local p = a.properties
+    if p and p.topic_alias then
+      -- MQTT 5 topic alias: the broker names a topic once, then sends the alias
+      local aliases = self._aliases
+      if a.topic == "" then
+        a.topic = aliases[p.topic_alias] or a.topic
+      else
+        aliases[p.topic_alias] = a.topic
+      end
+    end
+    local reqs = self._requests
+    if reqs and p and p.correlation_data then
+      local r = reqs[p.correlation_data]
+      if r and a.topic == r.topic then
+        -- the response to a request(): it goes to the waiting request only
+        reqs[p.correlation_data] = nil
+        r.msg = a
+        return true
+      end
+    end
     local inbox = self._inbox
     if inbox then
       inbox.last = inbox.last + 1
@@ -667,7 +729,9 @@ function handle_event(self, ev, a, b, c, d, e, f, g, h)
   elseif ev == "lost" then
     lost(self, a, b)
   elseif ev == "disconnected" then
-    lost(self, "broker", b, a)
+    -- the broker's DISCONNECT: reason code a, text b, properties c
+    if c and c.reason_string then b = b .. ": " .. c.reason_string end
+    lost(self, "broker", b, a, c)
   end
   return true
 end
@@ -1099,6 +1163,69 @@ function release_held(self)
     local tok, err, code = submit(self, h[1], h[2], h[3], h[4], h[5], h[6])
     if not tok then finish(h[6], false, err, code) end
   end
+end
+
+local request_spec = {
+  qos = range(0, 2), timeout = nrange(0, 86400), properties = props_rule, response_topic = "string",
+  retain = "boolean",
+}
+local reqseq = 0
+
+--- MQTT 5 request/response: publishes `payload` to `topic` with a response
+-- topic and fresh correlation data, and waits for the response.
+-- request(topic, payload, {timeout = 10, qos = 1, response_topic = ..., properties = ...})
+--   -> msg | nil, message, code
+function Client:request(topic, payload, opts)
+  checkself(self, "request")
+  opts = check(opts, request_spec, "request")
+  if self.version ~= 5 then
+    error("request: MQTT 5 only (response topic and correlation data are MQTT 5 properties)", 2)
+  end
+  if type(topic) ~= "string" then
+    error("bad argument #1 to request (topic string expected, got " .. type(topic) .. ")", 2)
+  end
+  local rtopic = opts.response_topic
+  if not rtopic then
+    rtopic = self._resp_topic
+    if not rtopic then
+      rtopic = fmt("paho-lua/response/%s/%x%04x", self._id ~= "" and self._id or "anon",
+        os.time() % 0x1000000, math.random(0, 0xffff))
+      local ok, err, code = self:subscribe(rtopic, 1)
+      if not ok then return nil, "request: cannot subscribe to the response topic: " .. tostring(err), code end
+      self._resp_topic = rtopic
+    end
+  end
+  reqseq = reqseq + 1
+  local corr = fmt("%x-%x-%x", reqseq, math.random(0, 0x7fffffff), os.time())
+  local props = {}
+  for k, v in pairs(opts.properties or {}) do props[k] = v end
+  props.response_topic = rtopic
+  props.correlation_data = corr
+  local reqs = self._requests
+  if not reqs then
+    reqs = {}
+    self._requests = reqs
+  end
+  local r = { topic = rtopic }
+  reqs[corr] = r
+  local tok, err, code = self:publish(topic, payload, { qos = opts.qos or 1, retain = opts.retain, properties = props })
+  if not tok then
+    reqs[corr] = nil
+    return nil, "request: " .. tostring(err), code
+  end
+  local timeout = opts.timeout or 10
+  local gen = self._loss_gen
+  local msg, emsg, ecode = wait_for(function()
+    if r.msg then return true, r.msg end
+    if self._closed then return true, nil, "request: the client was closed", "closed" end
+    if self._loss_gen ~= gen and self._state ~= "reconnecting" then
+      return true, nil, "request: the connection was lost while waiting for the response", "disconnected"
+    end
+    return false
+  end, now() + timeout, fmt("request: no response on '%s' within %g s", rtopic, timeout))
+  reqs[corr] = nil
+  if not msg then return nil, emsg, ecode end
+  return msg
 end
 
 local disconnect_spec = {

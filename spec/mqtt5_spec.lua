@@ -1,0 +1,125 @@
+-- MQTT 5 features against a real mosquitto: request/response, topic
+-- aliases, the broker's Server Keep Alive.
+local helper = require "helper"
+local mqtt = require "paho.mqtt"
+
+local function until_(cond, timeout)
+  return helper.eventually(cond, timeout, mqtt)
+end
+
+describe("MQTT 5", function()
+  local b
+  setup(function() b = helper.broker() end)
+  teardown(function() helper.stop_all() end)
+
+  -- a responder that answers "svc/echo" requests with the payload upper-cased
+  local function responder()
+    local r = assert(mqtt.client { uri = b.uri, id = helper.uid("resp") })
+    r:on("message", function(m)
+      local p = m.properties or {}
+      if p.response_topic then
+        r:publish(p.response_topic, m.payload:upper(), { qos = 1,
+          properties = { correlation_data = p.correlation_data } })
+      end
+    end)
+    assert(r:connect())
+    assert(r:subscribe("svc/echo", 1))
+    return r
+  end
+
+  it("request() waits for the matching response (responder in the same script)", function()
+    local r = responder()
+    local c = assert(mqtt.client { uri = b.uri, id = helper.uid("req") })
+    local seen = 0
+    c:on("message", function() seen = seen + 1 end)
+    assert(c:connect())
+    local msg, err = c:request("svc/echo", "hello", { timeout = 5 })
+    assert.is_table(msg, err)
+    assert.are.equal("HELLO", msg.payload)
+    assert.is_string(msg.properties.correlation_data)
+    -- several in a row, each gets its own answer
+    for i = 1, 5 do
+      local m = assert(c:request("svc/echo", "n" .. i, { timeout = 5 }))
+      assert.are.equal("N" .. i, m.payload)
+    end
+    assert.are.equal(0, seen) -- responses go to request(), not to the message handler
+    c:close()
+    r:close()
+  end)
+
+  it("request() works from inside a handler, which yields while others run", function()
+    local r = responder()
+    local c = assert(mqtt.client { uri = b.uri, id = helper.uid("reqh") })
+    local answers = {}
+    c:on("message", function(m)
+      if m.topic == "go" then
+        local resp, err = c:request("svc/echo", m.payload, { timeout = 5 })
+        answers[#answers + 1] = resp and resp.payload or err
+      end
+    end)
+    assert(c:connect())
+    assert(c:subscribe("go", 1))
+    assert(c:publish("go", "a", { qos = 1 }):wait(5))
+    assert(c:publish("go", "b", { qos = 1 }):wait(5))
+    assert.is_true(until_(function() return #answers == 2 end, 5))
+    table.sort(answers)
+    assert.are.same({ "A", "B" }, answers)
+    c:close()
+    r:close()
+  end)
+
+  it("request() times out with a clear message when nobody answers", function()
+    local c = assert(mqtt.client { uri = b.uri, id = helper.uid("reqt") })
+    assert(c:connect())
+    local msg, err, code = c:request("svc/nobody", "x", { timeout = 0.3 })
+    assert.is_nil(msg)
+    assert.are.equal("timeout", code)
+    assert.truthy(err:find("no response", 1, true), err)
+    c:close()
+  end)
+
+  it("request() is MQTT 5 only", function()
+    local c = assert(mqtt.client { uri = b.uri, version = 4 })
+    assert.has_error(function() c:request("a", "b") end,
+      "request: MQTT 5 only (response topic and correlation data are MQTT 5 properties)")
+    c:close()
+  end)
+
+  it("sends with a topic alias: the alias alone names the topic after the first publish", function()
+    local sub = assert(mqtt.client { uri = b.uri, id = helper.uid("asub") })
+    local got = {}
+    sub:on("message", function(m) got[#got + 1] = m.topic .. "=" .. m.payload end)
+    assert(sub:connect())
+    assert(sub:subscribe("alias/long/topic/name", 1))
+    local pub = assert(mqtt.client { uri = b.uri, id = helper.uid("apub") })
+    local _, info = assert(pub:connect())
+    assert.is_true((info.properties.topic_alias_maximum or 0) >= 1)
+    assert(pub:publish("alias/long/topic/name", "1", { qos = 1, properties = { topic_alias = 1 } }):wait(5))
+    assert(pub:publish("", "2", { qos = 1, properties = { topic_alias = 1 } }):wait(5))
+    assert.is_true(until_(function() return #got == 2 end, 5))
+    assert.are.same({ "alias/long/topic/name=1", "alias/long/topic/name=2" }, got)
+    sub:close()
+    pub:close()
+  end)
+
+  it("adopts the broker's Server Keep Alive when it is shorter than the keepalive asked for", function()
+    local bk = helper.broker { config = { "max_keepalive 10" } }
+    local c = assert(mqtt.client { uri = bk.uri, id = helper.uid("ska") })
+    local connects = 0
+    c:on("connect", function() connects = connects + 1 end)
+    local ok, info = c:connect { keepalive = 60 }
+    assert.is_true(ok, info)
+    assert.are.equal(10, info.properties.server_keep_alive)
+    assert.is_false(info.session_present)
+    local s = c:stats()
+    assert.are.equal(10, s.keepalive)          -- paho now pings every 10 s
+    assert.are.equal(10, s.server_keep_alive)
+    assert.are.equal(2.5 * 10 + 1, s.detect_within)
+    mqtt.sleep(0.1)
+    assert.are.equal(1, connects)             -- the program saw one connect
+    assert.truthy(helper.read(bk.dir .. "/mosquitto.log"):find("k10)", 1, true))
+    assert(c:subscribe("ska/t", 1))
+    c:close()
+    bk:stop()
+  end)
+end)
