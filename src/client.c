@@ -124,6 +124,17 @@ static int l_new(lua_State *L)
     return 1;
 }
 
+static void forget_secrets(pmq_ctx *c)
+{
+    for (int i = 0; i < 2; i++) {
+        if (c->secret[i]) {
+            pmq_trace_secret(c->secret[i], 0);
+            free(c->secret[i]);
+            c->secret[i] = NULL;
+        }
+    }
+}
+
 /* close(timeout): disconnect if needed and free everything; idempotent */
 static void close_client(pmq_box *b, int timeout_ms)
 {
@@ -153,6 +164,7 @@ static void close_client(pmq_box *b, int timeout_ms)
     }
     pmq_wait_idle(c);
     pmq_ka_unwatch(c);
+    forget_secrets(c);
     pmq_queue_free(c);
     free(c->ka_id);
     free(c);
@@ -397,6 +409,15 @@ static int l_connect(lua_State *L)
     __atomic_store_n(&c->keepalive, o->keepAliveInterval, __ATOMIC_RELAXED);
     if (o->keepAliveInterval > 0)
         pmq_ka_watch(c);
+
+    /* keep this connect's secrets out of mqtt.trace */
+    forget_secrets(c);
+    if (pw && pwlen > 0 && !memchr(pw, 0, pwlen))
+        c->secret[0] = strdup(pw);
+    if (o->ssl && o->ssl->privateKeyPassword && *o->ssl->privateKeyPassword)
+        c->secret[1] = strdup(o->ssl->privateKeyPassword);
+    for (int i = 0; i < 2; i++)
+        pmq_trace_secret(c->secret[i], 1);
 
     rc = PAHO(MQTTAsync_connect(c->handle, o));
     MQTTProperties_free(&cprops);

@@ -50,8 +50,9 @@ static int names_before(const char *line, size_t len, const char *id, size_t idl
     return line[len - endlen - idlen - 1] == ' ' && memcmp(line + len - endlen - idlen, id, idlen) == 0;
 }
 
-/* paho's trace hook; runs on paho's threads with paho's log mutex held */
-static void on_trace(enum MQTTASYNC_TRACE_LEVELS level, char *line)
+/* every line of paho's trace hook (trace.c); on paho's threads, with
+ * paho's log mutex held */
+void pmq_ka_trace(int level, const char *line)
 {
     const char *p;
     size_t len;
@@ -116,7 +117,7 @@ static void *watchdog(void *arg)
         pthread_mutex_unlock(&ka_mu);
         /* outside ka_mu: paho may take its log mutex here */
         if (need != tracing) {
-            MQTTAsync_setTraceLevel(need ? MQTTASYNC_TRACE_PROTOCOL : MQTTASYNC_TRACE_FATAL);
+            pmq_trace_protocol(need);
             tracing = need;
         }
     }
@@ -127,8 +128,7 @@ static void start(void)
 {
     pthread_t t;
     pthread_attr_t a;
-    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_FATAL);
-    MQTTAsync_setTraceCallback(on_trace);
+    pmq_trace_init();
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&a, 64 * 1024);

@@ -106,6 +106,7 @@ typedef struct pmq_ctx {
 
     /* keepalive.c: telling a keepalive timeout from other losses */
     char *ka_id;                 /* the client id, to match paho's trace lines */
+    char *secret[2];             /* password, key password: kept out of traces */
     unsigned long heard;         /* events from the broker so far (atomic) */
     int ka_fail;                 /* paho logged a keepalive close (atomic) */
     int ka_listed;               /* in keepalive.c's list (owning thread) */
@@ -134,6 +135,18 @@ PMQ_HIDDEN void pmq_subop_free(pmq_subop *op);
 PMQ_HIDDEN void pmq_ka_watch(pmq_ctx *c);    /* before connecting with a keepalive */
 PMQ_HIDDEN void pmq_ka_unwatch(pmq_ctx *c);  /* before freeing */
 PMQ_HIDDEN int  pmq_ka_failed(pmq_ctx *c);   /* in connectionLost: was it the keepalive? */
+
+PMQ_HIDDEN void pmq_ka_trace(int level, const char *line); /* from trace.c's hook */
+
+/* trace.c: paho's process-wide trace hook */
+typedef struct pmq_trace_line pmq_trace_line;
+PMQ_HIDDEN void pmq_trace_init(void);
+PMQ_HIDDEN void pmq_trace_protocol(int want);      /* keepalive.c */
+PMQ_HIDDEN void pmq_trace_level(int level);        /* mqtt.trace; 0 = off */
+PMQ_HIDDEN pmq_trace_line *pmq_trace_take(unsigned long *lost);
+PMQ_HIDDEN const char *pmq_trace_text(pmq_trace_line *l, int *level, pmq_trace_line **next);
+PMQ_HIDDEN void pmq_trace_free(pmq_trace_line *l);
+PMQ_HIDDEN void pmq_trace_secret(const char *s, int add);
 
 /* paho callbacks; context is the pmq_ctx */
 PMQ_HIDDEN int  pmq_on_message(void *ctx, char *topic, int topiclen, MQTTAsync_message *m);

@@ -198,9 +198,42 @@ static int l_reason(lua_State *L)
     return 1;
 }
 
+/* core.trace_level(n): 0 = off, 1..7 = paho's MQTTASYNC_TRACE_* levels */
+static int l_trace_level(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 0 && n <= 7, 1, "trace level 0..7 expected");
+    pmq_trace_level((int)n);
+    return 0;
+}
+
+/* core.trace_take() -> {level, line, level, line, ...}, lost | nil */
+static int l_trace_take(lua_State *L)
+{
+    unsigned long lost = 0;
+    pmq_trace_line *l = pmq_trace_take(&lost), *next;
+    int i = 0;
+    if (!l && !lost)
+        return 0;
+    lua_newtable(L);
+    while (l) {
+        int level;
+        const char *text = pmq_trace_text(l, &level, &next);
+        lua_pushinteger(L, level);
+        lua_rawseti(L, -2, ++i);
+        lua_pushstring(L, text);
+        lua_rawseti(L, -2, ++i);
+        pmq_trace_free(l);
+        l = next;
+    }
+    lua_pushinteger(L, (lua_Integer)lost);
+    return 2;
+}
+
 int pmq_open_util(lua_State *L)
 {
-    static const luaL_Reg f[] = {{"now", l_now}, {"poll", l_poll}, {"reason", l_reason}, {NULL, NULL}};
+    static const luaL_Reg f[] = {{"now", l_now}, {"poll", l_poll}, {"reason", l_reason},
+                                 {"trace_level", l_trace_level}, {"trace_take", l_trace_take}, {NULL, NULL}};
     MQTTAsync_nameValue *info = MQTTAsync_getVersionInfo();
     pmq_setfuncs(L, f);
     for (; info && info->name; info++) {
