@@ -54,6 +54,7 @@ build = {
             "src/events.c",
             "src/keepalive.c",
             "src/props.c",
+            "src/trace.c",
             "src/util.c",
          },
          defines = { "_POSIX_C_SOURCE=200809L" },
