@@ -41,9 +41,10 @@ external_dependencies = {
    },
 }
 
--- Every C file under src/ and every Lua file under lua/paho/ must be listed
--- here: spec/rockspec_spec.lua checks it, and tools/rock-check.sh installs
--- the rock and compares the tree with lua/paho/.
+-- Every C file under src/ and every file under lua/ must be listed here:
+-- spec/rockspec_spec.lua and tools/rock-check.sh compare this list with the
+-- tree (luarocks 3 installs all of lua/ whatever the list says, so an
+-- install alone would not show a missing entry). docs/packaging.md.
 build = {
    type = "builtin",
    modules = {
