@@ -12,6 +12,8 @@
  *   raw connect URI K               create+connect (to CONNACK) K clients one
  *                                   after another, all staying connected; the
  *                                   1st, and the p50 of the 2nd..Kth
+ *   raw calls URI N QOS             the time of N MQTTAsync_sendMessage calls
+ *                                   alone (bench/costs.lua's counterpart)
  *
  * Each prints one line starting with "RESULT" of key=value fields, the same
  * fields bench/bench.lua prints for the Lua binding. With BROKER_PID set in
@@ -504,11 +506,51 @@ static int connect_times(const char *uri, int k)
     return 0;
 }
 
+/* the cost of MQTTAsync_sendMessage alone, for bench/costs.lua's
+ * "publish call" (a topic nobody subscribes to, no pacing, like costs.lua) */
+static int calls(const char *uri, long n, int qos)
+{
+    MQTTAsync h;
+    waiter w;
+    char id[64];
+    char *payload = make_payload(100);
+    double t0, t1;
+    snprintf(id, sizeof id, "raw-calls-%ld", (long)getpid());
+    h = new_client(uri, id, "calls");
+    start_connect(h, &w);
+    finish_connect(&w);
+    t0 = now();
+    for (long i = 0; i < n; i++) {
+        MQTTAsync_message m = MQTTAsync_message_initializer;
+        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+        int rc;
+        m.payload = payload;
+        m.payloadlen = 100;
+        m.qos = qos;
+        ro.onSuccess5 = on_pub_ok;
+        ro.onFailure5 = on_pub_fail;
+        rc = MQTTAsync_sendMessage(h, "bench/raw/calls/nobody", &m, &ro);
+        if (rc != MQTTASYNC_SUCCESS)
+            die("MQTTAsync_sendMessage", rc);
+    }
+    t1 = now();
+    printf("RESULT impl=c mode=calls qos=%d n=%ld us_per_call=%.2f\n", qos, n, (t1 - t0) / (double)n * 1e6);
+    fflush(stdout);
+    pthread_mutex_lock(&mu);
+    while (pub_done < n && cond_wait_for(10))
+        ;
+    pthread_mutex_unlock(&mu);
+    disconnect(&h);
+    free(payload);
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: raw throughput URI N SIZE QOS\n"
                     "       raw latency URI M SIZE QOS\n"
                     "       raw connect URI K\n"
+                    "       raw calls URI N QOS\n"
                     "       raw version\n");
     exit(1);
 }
@@ -527,6 +569,8 @@ int main(int argc, char **argv)
         return throughput(argv[2], atol(argv[3]), atoi(argv[4]), atoi(argv[5]));
     if (argc == 6 && strcmp(argv[1], "latency") == 0)
         return latency(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+    if (argc == 5 && strcmp(argv[1], "calls") == 0)
+        return calls(argv[2], atol(argv[3]), atoi(argv[4]));
     if (argc == 4 && strcmp(argv[1], "connect") == 0 && atoi(argv[3]) >= 2)
         return connect_times(argv[2], atoi(argv[3]));
     usage();

@@ -12,7 +12,7 @@
 --
 -- Environment: BENCH_REPS (3), BENCH_SCALE (1.0: multiplies every message
 -- count), BENCH_CASES (a Lua pattern matched against case names, e.g.
--- "qos1" or "latency"), BENCH_SLOW_N (100000; 0 skips the slow consumer).
+-- "qos1" or "latency"), BENCH_SLOW_N (50000; 0 skips the slow consumer).
 --
 -- Benchmarks are not tests: the exit status is 0 when everything ran,
 -- whatever the numbers; it is 1 only when a run failed (crashed, timed out
@@ -29,7 +29,7 @@ local LUA = arg[-1] or "lua"
 local REPS = tonumber(os.getenv("BENCH_REPS") or "3")
 local SCALE = tonumber(os.getenv("BENCH_SCALE") or "1")
 local ONLY = os.getenv("BENCH_CASES")
-local SLOW_N = tonumber(os.getenv("BENCH_SLOW_N") or "100000")
+local SLOW_N = tonumber(os.getenv("BENCH_SLOW_N") or "50000")
 
 local function sleep(s) core.poll({}, s) end
 local now = core.now
@@ -327,8 +327,8 @@ local ok, err = pcall(function()
     print()
     print(("== slow consumer (bench/slow_consumer.lua, SLOW_CONSUMER_N=%d)"):format(SLOW_N))
     io.flush()
-    local cmd = ("SLOW_CONSUMER_N=%d MQTT_URI=%s BROKER_PID=%s timeout 600 %s %s/slow_consumer.lua")
-      :format(SLOW_N, broker.uri, broker.pid, LUA, HERE)
+    local cmd = ("SLOW_CONSUMER_N=%d MQTT_URI=%s BROKER_PID=%s timeout %d %s %s/slow_consumer.lua")
+      :format(SLOW_N, broker.uri, broker.pid, 600 + math.floor(SLOW_N / 100), LUA, HERE)
     if not sh(cmd) then failures[#failures + 1] = "slow consumer: failed or lost messages" end
   end
 end)
