@@ -1,0 +1,104 @@
+-- MQTT over WebSockets (ws:// and wss://) against aedes, a Node.js broker
+-- (spec/aedes.lua installs it with npm into build/node on first use):
+-- Debian's mosquitto 2.0.11 has no websockets. aedes speaks MQTT 3.1.1, so
+-- the clients use version = 4.
+local helper = require "helper"
+local aedes = require "aedes"
+local tls = require "tls"
+local mqtt = require "paho.mqtt"
+
+local function until_(cond, timeout)
+  return helper.eventually(cond, timeout, mqtt)
+end
+
+local function round_trip(uri, connect_opts)
+  local c = assert(mqtt.client { uri = uri, id = helper.uid("ws"), version = 4 })
+  local ok, info = c:connect(connect_opts or {})
+  assert.is_true(ok, info)
+  assert.are.equal(uri, info.uri)
+  assert.is_true(c:is_connected())
+  local topic = helper.uid("ws/t")
+  local got = {}
+  c:on("message", function(m) got[#got + 1] = m end)
+  assert.are.equal(1, (c:subscribe(topic, 1)))
+  for qos = 0, 2 do
+    assert(c:publish(topic, "over websockets qos " .. qos, { qos = qos }):wait(5))
+  end
+  assert.is_true(until_(function() return #got >= 3 end, 5), "got " .. #got .. " of 3")
+  local payloads = {}
+  for i, m in ipairs(got) do payloads[i] = m.payload end
+  table.sort(payloads)
+  assert.are.same({ "over websockets qos 0", "over websockets qos 1", "over websockets qos 2" }, payloads)
+  assert.are.equal(topic, got[1].topic)
+  return c
+end
+
+describe("websockets", function()
+  local server
+  setup(function() server = aedes.start() end)
+  teardown(function()
+    if server then server:stop() end
+    helper.stop_all()
+  end)
+
+  it("connects with ws://, subscribes, publishes and receives (MQTT 3.1.1)", function()
+    local c = round_trip(server.uri)
+    assert(c:disconnect())
+    c:close()
+  end)
+
+  it("carries messages between two websocket clients, binary payloads intact", function()
+    local sub = assert(mqtt.client { uri = server.uri, id = helper.uid("wssub"), version = 4 })
+    local pub = assert(mqtt.client { uri = server.uri, id = helper.uid("wspub"), version = 4 })
+    assert(sub:connect {})
+    assert(pub:connect {})
+    local topic = helper.uid("ws/bin")
+    local got
+    sub:on("message", function(m) got = m end)
+    assert(sub:subscribe(topic, 1))
+    local payload = "\0\1\2\255 binary \0 and a 64 KiB tail " .. ("x"):rep(65536)
+    assert(pub:publish(topic, payload, { qos = 1 }):wait(5))
+    assert.is_true(until_(function() return got ~= nil end, 5))
+    assert.are.equal(#payload, #got.payload)
+    assert.is_true(got.payload == payload)
+    pub:close()
+    sub:close()
+  end)
+
+  it("notices when the websocket server goes away", function()
+    local s2 = aedes.start()
+    local c = assert(mqtt.client { uri = s2.uri, id = helper.uid("wsgone"), version = 4 })
+    local lost
+    c:on("disconnect", function(r) lost = r end)
+    assert(c:connect { keepalive = 5 })
+    s2:stop()
+    assert.is_true(until_(function() return lost ~= nil end, 10), "no disconnect event")
+    assert.are.equal("network", lost.cause)
+    assert.is_false(c:is_connected())
+    c:close()
+  end)
+
+  describe("wss://", function()
+    local secure, pki
+    setup(function()
+      pki = tls.pki()
+      secure = aedes.start { tls = { cert = pki.server_crt, key = pki.server_key } }
+    end)
+    teardown(function() if secure then secure:stop() end end)
+
+    it("connects with tls.ca_file and round-trips", function()
+      local c = round_trip(secure.uri, { tls = { ca_file = pki.ca } })
+      c:close()
+    end)
+
+    it("verifies the server certificate by default", function()
+      local c = assert(mqtt.client { uri = secure.uri, id = helper.uid("wssno"), version = 4 })
+      local ok, msg, code = c:connect { timeout = 5, tls = { ca_file = pki.other_ca } }
+      c:close()
+      mqtt.sleep(0.3) -- see tls_spec: a TLS connect right after a failed one may fail
+      assert.is_nil(ok)
+      assert.are.equal("network", code)
+      assert.is_string(msg)
+    end)
+  end)
+end)
