@@ -206,6 +206,8 @@ local wake_paho -- defined with connect
 -- handle what client c has queued; at most `max` events
 local release_held -- defined with publish
 
+local kick -- defined with connect
+
 local function drain(c, max)
   local n = 0
   local core_c = c._c
@@ -217,6 +219,10 @@ local function drain(c, max)
       c._release = false
       release_held(c)
     end
+  end
+  if c._kick then
+    c._kick = false
+    kick(c)
   end
   return n
 end
@@ -476,6 +482,7 @@ function M.client(opts)
     _aliases = {},          -- the broker's topic aliases on this connection
     _offline_max = opts.offline_queue or 0,
     _offline_n = 0,         -- publishes handed to paho while disconnected, not done
+    _persist = type(opts.persistence) == "table",
   }, Client)
   clients[self] = true
   return self
@@ -673,6 +680,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
         self._retry_delay = nil
         if not info.session_present and self._resubscribe then resubscribe(self) end
       end
+      if self._offline_n > 0 or self._persist then self._kick = true end
       if tok then finish(tok, true, nil, nil, info) end
       fire(self, "connect", info)
     else
@@ -718,14 +726,27 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
   end
   local tokens = self._tokens
   local tok = tokens[token]
-  if not tok then return end
-  local more = self._more and self._more[token]
-  if more and #more > 0 then tokens[token] = table.remove(more, 1) else tokens[token] = nil end
+  if not tok then
+    -- a publish paho restored from its persistence store: more may wait
+    if kind == "publish" then self._kick = true end
+    return
+  end
+  local q = self._more and self._more[token]
+  if q and q.first <= q.last then
+    tokens[token] = q[q.first]
+    q[q.first] = nil
+    q.first = q.first + 1
+  else
+    tokens[token] = nil
+  end
   if tok.qos then
     if self._inflight > 0 then self._inflight = self._inflight - 1 end
     self._release = true
   end
-  if tok.offline then self._offline_n = self._offline_n - 1 end
+  if tok.offline then
+    self._offline_n = self._offline_n - 1
+    if self._offline_n > 0 then self._kick = true end
+  end
   if not ok then
     local msg, code = op_failure(self, kind, rc, reason, text)
     finish(tok, false, msg, code)
@@ -924,6 +945,17 @@ function resubscribe(self)
   end
 end
 
+-- paho 1.3.12 sends the publishes it buffered while disconnected (or
+-- restored from its store) only up to the broker's Receive Maximum, and then
+-- looks at its command queue again only when a new request arrives or a
+-- second has passed. As their acknowledgements come in, a new request (the
+-- UNSUBSCRIBE that wakes paho, see wake_paho) makes it go on at once.
+function kick(self)
+  if self._state ~= "connected" or not self._c then return end
+  local token = self._c:unsubscribe(WAKE_FILTER)
+  if token then track(self, token, "wake") end
+end
+
 local reconnect_spec = { min = nrange(0.01, 3600), max = nrange(0.01, 86400) }
 
 --- Connects and waits for the CONNACK: true, info | nil, message, code.
@@ -1022,11 +1054,20 @@ function track(self, token, kind, tok)
   tok = tok or new_token(self, kind)
   local tokens = self._tokens
   if tokens[token] then
-    -- paho reused the id before we saw the earlier completion: keep order
-    self._more = self._more or {}
-    local q = self._more[token] or {}
-    self._more[token] = q
-    q[#q + 1] = tok
+    -- paho reused the id before we saw the earlier completion (every QoS 0
+    -- publish has token 0): queue them in order, O(1) each way
+    local more = self._more
+    if not more then
+      more = {}
+      self._more = more
+    end
+    local q = more[token]
+    if not q then
+      q = { first = 1, last = 0 }
+      more[token] = q
+    end
+    q.last = q.last + 1
+    q[q.last] = tok
   else
     tokens[token] = tok
   end
@@ -1335,6 +1376,7 @@ function Client:stats()
   s.state = self:state()
   local inflight = 0
   for _ in pairs(self._tokens) do inflight = inflight + 1 end
+  for _, q in pairs(self._more or {}) do inflight = inflight + q.last - q.first + 1 end
   s.inflight = inflight
   s.held = self._held_last - self._held_first + 1 -- waiting for the broker's Receive Maximum
   s.messages_out = self._stats.messages_out
