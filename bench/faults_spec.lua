@@ -52,10 +52,15 @@ describe("faults under load", function()
     -- its persistence store malformed (see docs/sessions-and-keepalive.md)
     local dir = helper.tmpdir() .. "/" .. helper.uid("fpub-store")
     assert.is_true(helper.sh("mkdir -p " .. dir))
-    local pub = assert(mqtt.client { uri = p.uri, id = helper.uid("fpub"), version = tonumber(os.getenv("PMQ_FAULT_V") or 4),
+    local pub = assert(mqtt.client { uri = p.uri, id = helper.uid("fpub"),
+      version = tonumber(os.getenv("PMQ_FAULT_V") or 4),
       persistence = os.getenv("PMQ_FAULT_NOPERS") == nil and { dir = dir } or nil,
       offline_queue = 2 * N })
-    pub:on("connect", function(info) if info.reconnect then events.pub = events.pub + 1 end if os.getenv("PMQ_DEBUG") then print("pub connect", helper.now(), info.reconnect, info.session_present) end end)
+    local debug = os.getenv("PMQ_DEBUG")
+    pub:on("connect", function(info)
+      if info.reconnect then events.pub = events.pub + 1 end
+      if debug then print("pub connect", helper.now(), info.reconnect, info.session_present) end
+    end)
     if os.getenv("PMQ_DEBUG") then
       pub:on("disconnect", function(r) print("pub disconnect", helper.now(), r.cause, r.message) end)
       pub:on("connect_failed", function(r) print("pub connect_failed", helper.now(), r.message, r.retry_in) end)

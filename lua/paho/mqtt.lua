@@ -476,6 +476,7 @@ function M.client(opts)
     _stats = { messages_out = 0, bytes_out = 0, reconnects = 0 },
     _inbox = nil,
     _inflight = 0,          -- QoS 1/2 publishes handed to paho, not yet acknowledged
+    _inflight0 = 0,         -- QoS 0 publishes handed to paho, not yet sent
     _recv_max = 65535,      -- the broker's Receive Maximum (MQTT 5 CONNACK)
     _held = {}, _held_first = 1, _held_last = 0, -- publishes waiting for room
     _subs = {},             -- subscribe requests, for resubscribing after a reconnect
@@ -622,11 +623,16 @@ end
 
 -- QoS 1/2 publishes paho still owes an answer for
 local function count_inflight(self)
-  local n = 0
+  local n, n0 = 0, 0
   for _, tok in pairs(self._tokens) do
-    if tok.qos then n = n + 1 end
+    if tok.qos == 0 then n0 = n0 + 1 elseif tok.qos then n = n + 1 end
   end
-  return n
+  for _, q in pairs(self._more or {}) do
+    for i = q.first, q.last do
+      if q[i].qos == 0 then n0 = n0 + 1 elseif q[i].qos then n = n + 1 end
+    end
+  end
+  return n, n0
 end
 
 local function complete_op(self, kind, token, ok, rc, reason, text, extra, props)
@@ -673,7 +679,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       self._aliases = {} -- topic aliases live as long as one connection
       self._server_keep_alive = info.properties.server_keep_alive
       self._connected_uri = text
-      self._inflight = count_inflight(self)
+      self._inflight, self._inflight0 = count_inflight(self)
       self._release = true
       if again then
         self._stats.reconnects = self._stats.reconnects + 1
@@ -740,7 +746,11 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     tokens[token] = nil
   end
   if tok.qos then
-    if self._inflight > 0 then self._inflight = self._inflight - 1 end
+    if tok.qos == 0 then
+      if self._inflight0 > 0 then self._inflight0 = self._inflight0 - 1 end
+    elseif self._inflight > 0 then
+      self._inflight = self._inflight - 1
+    end
     self._release = true
   end
   if tok.offline then
@@ -1178,6 +1188,7 @@ function Client:unsubscribe(filter, props)
   return true
 end
 
+local QOS0_WINDOW = 64 -- QoS 0 publishes handed to paho and not yet sent, at most
 local pub_spec = { qos = range(0, 2), retain = "boolean", properties = props_rule }
 local submit -- defined below
 
@@ -1195,11 +1206,15 @@ function Client:publish(topic, payload, opts)
   if payload ~= nil and type(payload) ~= "string" then
     error("bad argument #2 to publish (string payload or nil expected, got " .. type(payload) .. ")", 2)
   end
-  if qos and qos > 0 and self.version == 5 and self._state == "connected" then
+  if self.version == 5 and self._state == "connected" then
     -- Flow control: paho 1.3.12 holds publishes beyond the broker's Receive
     -- Maximum and only looks at them again after up to a second, so keep
-    -- them here and hand them over as PUBACKs/PUBCOMPs come back.
-    if self._inflight >= self._recv_max or self._held_first <= self._held_last then
+    -- them here and hand them over as PUBACKs/PUBCOMPs come back. QoS 0
+    -- publishes share the window: paho stalls the same way on thousands of
+    -- queued sends, and walks its whole command list on every new one.
+    local full
+    if (qos or 0) == 0 then full = self._inflight0 >= QOS0_WINDOW else full = self._inflight >= self._recv_max end
+    if full or self._held_first <= self._held_last then
       c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
       local tok = new_token(self, "publish")
       self._held_last = self._held_last + 1
@@ -1224,10 +1239,8 @@ function submit(self, topic, payload, qos, retain, props, tok)
   st.messages_out = st.messages_out + 1
   st.bytes_out = st.bytes_out + (payload and #payload or 0)
   tok = track(self, token, "publish", tok)
-  if qos and qos > 0 then
-    tok.qos = qos
-    self._inflight = self._inflight + 1
-  end
+  tok.qos = qos or 0 -- in the flow-control window until it completes
+  if tok.qos == 0 then self._inflight0 = self._inflight0 + 1 else self._inflight = self._inflight + 1 end
   if self._state ~= "connected" then
     tok.offline = true -- paho keeps it until the connection is back (offline_queue)
     self._offline_n = self._offline_n + 1
@@ -1238,9 +1251,14 @@ end
 -- hand held publishes to paho while the broker's window has room
 function release_held(self)
   local held = self._held
-  while self._held_first <= self._held_last and self._inflight < self._recv_max do
+  while self._held_first <= self._held_last do
     if self._state ~= "connected" or not self._c then break end
     local h = held[self._held_first]
+    if (h[3] or 0) == 0 then
+      if self._inflight0 >= QOS0_WINDOW then break end
+    elseif self._inflight >= self._recv_max then
+      break
+    end
     held[self._held_first] = nil
     self._held_first = self._held_first + 1
     local tok, err, code = submit(self, h[1], h[2], h[3], h[4], h[5], h[6])
