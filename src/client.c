@@ -124,6 +124,23 @@ static int l_new(lua_State *L)
     return 1;
 }
 
+/* paho 1.3.12: a connect made within a few milliseconds of destroying a
+ * handle sometimes fails at once with "socket error" (its receive thread
+ * seems to act on a poll() result for the destroyed handle's socket, whose
+ * descriptor the new socket reuses). Connects wait until 50 ms have passed
+ * since the last destroy in the process. Milliseconds, monotonic. */
+static long long last_destroy_ms;
+
+static void settle_after_destroy(void)
+{
+    long long last = __atomic_load_n(&last_destroy_ms, __ATOMIC_RELAXED);
+    double left = (double)last / 1000.0 + 0.05 - pmq_now();
+    if (last > 0 && left > 0) {
+        struct timespec ts = {0, (long)(left * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void forget_secrets(pmq_ctx *c)
 {
     for (int i = 0; i < 2; i++) {
@@ -161,6 +178,7 @@ static void close_client(pmq_box *b, int timeout_ms)
         pmq_paho_enter();
         MQTTAsync_destroy(&c->handle);
         pmq_paho_leave();
+        __atomic_store_n(&last_destroy_ms, (long long)(pmq_now() * 1000.0), __ATOMIC_RELAXED);
     }
     pmq_wait_idle(c);
     pmq_ka_unwatch(c);
@@ -343,14 +361,27 @@ static int l_connect(lua_State *L)
         ssl.keyStore = str_field(L, t, "cert_file", "connect (tls)");
         ssl.privateKey = str_field(L, t, "key_file", "connect (tls)");
         ssl.privateKeyPassword = str_field(L, t, "key_password", "connect (tls)");
+        /* without a password OpenSSL would prompt on the terminal for an
+         * encrypted key and block; an empty one makes it fail instead */
+        if (!ssl.privateKeyPassword && ssl.privateKey)
+            ssl.privateKeyPassword = "";
         ssl.enabledCipherSuites = str_field(L, t, "ciphers", "connect (tls)");
         ssl.enableServerCertAuth = bool_field(L, t, "verify", 1);
         ssl.verify = ssl.enableServerCertAuth;
         ssl.protos = alpn_wire(L, t, &ssl.protos_len);
+        ssl.ssl_error_cb = pmq_on_ssl_error;
+        ssl.ssl_error_context = c;
         o->ssl = &ssl;
+        pthread_mutex_lock(&c->mu);
+        c->ssl_err[0] = 0;
+        pthread_mutex_unlock(&c->mu);
     }
     o->httpProxy = str_field(L, 2, "http_proxy", fname);
+    /* paho 1.3.12 strips "http://" from httpProxy but not from httpsProxy
+     * (the one it uses for TLS), and then looks the scheme up as a host */
     o->httpsProxy = o->httpProxy;
+    if (o->httpsProxy && strncmp(o->httpsProxy, "http://", 7) == 0)
+        o->httpsProxy += 7;
 
     /* everything is checked: from here on nothing raises */
     if (nuris > 0) {
@@ -419,6 +450,7 @@ static int l_connect(lua_State *L)
     for (int i = 0; i < 2; i++)
         pmq_trace_secret(c->secret[i], 1);
 
+    settle_after_destroy();
     rc = PAHO(MQTTAsync_connect(c->handle, o));
     MQTTProperties_free(&cprops);
     MQTTProperties_free(&wprops);

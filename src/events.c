@@ -429,6 +429,20 @@ static void copy_codes(pmq_event *e, int n, const int *v)
     }
 }
 
+/* a failed connect: add OpenSSL's reason (pmq_on_ssl_error) when there is one */
+static void add_tls_reason(pmq_ctx *c, pmq_event *e)
+{
+    char buf[400];
+    pthread_mutex_lock(&c->mu);
+    if (c->ssl_err[0]) {
+        snprintf(buf, sizeof buf, "%s (TLS: %s)", e->text ? e->text : "TLS failure", c->ssl_err);
+        free(e->text);
+        e->text = dupstr(buf);
+        c->ssl_err[0] = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void fail3(pmq_ctx *c, int kind, MQTTAsync_failureData *r)
 {
     pmq_event *e = op_event(kind, 0, r ? r->token : 0);
@@ -438,6 +452,8 @@ static void fail3(pmq_ctx *c, int kind, MQTTAsync_failureData *r)
         e->rc = r->code;
         e->text = dupstr(r->message);
     }
+    if (kind == PMQ_OP_CONNECT)
+        add_tls_reason(c, e);
     post(c, e);
 }
 
@@ -453,6 +469,8 @@ static void fail5(pmq_ctx *c, int kind, MQTTAsync_failureData5 *r)
         e->flag = r->packet_type;
         copy_props(e, &r->properties);
     }
+    if (kind == PMQ_OP_CONNECT)
+        add_tls_reason(c, e);
     post(c, e);
 }
 
@@ -492,6 +510,42 @@ void pmq_connect_ok5(void *vctx, MQTTAsync_successData5 *r)
         copy_props(e, &r->properties);
     }
     post(c, e);
+}
+
+/* OpenSSL's reasons, which paho's failure report leaves out: paho calls
+ * this (on its thread) with each line of OpenSSL's error queue */
+int pmq_on_ssl_error(const char *str, size_t len, void *u)
+{
+    pmq_ctx *c = u;
+    const char *p = str, *end = str + len;
+    size_t n;
+    /* "<thread>:error:<code>:SSL routines:<function>:<reason>:<file>:<line>:"
+     * keep "<reason>" when the line has that shape, else the whole line */
+    int colons = 0;
+    for (const char *q = str; q < end; q++) {
+        if (*q == ':' && ++colons == 5) {
+            p = q + 1;
+            break;
+        }
+    }
+    n = 0;
+    while (p + n < end && p[n] != ':' && p[n] != '\n')
+        n++;
+    if (colons < 5) {
+        p = str;
+        n = len;
+        while (n > 0 && (str[n - 1] == '\n' || str[n - 1] == ' '))
+            n--;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (!c->ssl_err[0]) { /* the first reason is the root cause */
+        if (n >= sizeof c->ssl_err)
+            n = sizeof c->ssl_err - 1;
+        memcpy(c->ssl_err, p, n);
+        c->ssl_err[n] = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 0;
 }
 
 void pmq_connect_fail(void *vctx, MQTTAsync_failureData *r)

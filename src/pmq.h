@@ -107,6 +107,7 @@ typedef struct pmq_ctx {
     /* keepalive.c: telling a keepalive timeout from other losses */
     char *ka_id;                 /* the client id, to match paho's trace lines */
     char *secret[2];             /* password, key password: kept out of traces */
+    char ssl_err[160];           /* OpenSSL's reason for a failed connect (with mu) */
     unsigned long heard;         /* events from the broker so far (atomic) */
     int ka_fail;                 /* paho logged a keepalive close (atomic) */
     int ka_listed;               /* in keepalive.c's list (owning thread) */
@@ -152,6 +153,7 @@ PMQ_HIDDEN void pmq_trace_secret(const char *s, int add);
 PMQ_HIDDEN int  pmq_on_message(void *ctx, char *topic, int topiclen, MQTTAsync_message *m);
 PMQ_HIDDEN void pmq_on_lost(void *ctx, char *cause);
 PMQ_HIDDEN void pmq_on_disconnected(void *ctx, MQTTProperties *props, enum MQTTReasonCodes rc);
+PMQ_HIDDEN int  pmq_on_ssl_error(const char *str, size_t len, void *ctx);
 
 /* response callbacks, one set per request kind (v3 and v5) */
 #define PMQ_DECLARE_OP(name) \

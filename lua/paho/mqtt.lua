@@ -467,6 +467,7 @@ function M.client(opts)
   local self = setmetatable({
     _c = c,
     _uris = uris,
+    _given = opts.uris or { opts.uri or "tcp://127.0.0.1:1883" }, -- as the program wrote them
     _id = id,
     version = version,
     _handlers = {},
@@ -583,11 +584,26 @@ local function op_failure(self, kind, rc, reason, text)
   if kind == "connect" then
     if self.version == 5 and reason and reason >= 0x80 then
       return fmt("connect refused: %s", reason_text(reason)), "refused", reason
+    elseif self.version == 5 and rc and rc >= 0x80 and rc <= 0xA2 then
+      -- paho 1.3.12 reports a refusing CONNACK's reason code as its return code
+      return fmt("connect refused: %s", reason_text(rc)), "refused", rc
     elseif self.version ~= 5 and rc >= 1 and rc <= 5 then
       return fmt("connect refused: CONNACK return code %d %s", rc, connack3[rc]), "refused", rc
     end
     local t = text or ("paho code " .. tostring(rc))
     if t:find("timeout", 1, true) then return "connect timed out: " .. t, "timeout" end
+    if t:find("certificate verify failed", 1, true) then
+      t = t .. "; the broker's certificate is not signed by a CA in tls.ca_file / tls.ca_path, "
+        .. "or does not name the host in the URI (tls.verify = false turns the check off)"
+    elseif t:find("TLS: ", 1, true) and (t:find("pkcs12", 1, true) or t:find("decrypt", 1, true)
+        or t:find("PEM", 1, true) or t:find("key", 1, true)) then
+      t = t .. "; check tls.key_file and tls.key_password (the password of an encrypted key)"
+    elseif self._copts and self._copts.tls and (t:find("TCP", 1, true) or t:find("socket", 1, true)) then
+      -- paho often reports a failed TLS handshake with no reason at all
+      t = t .. "; if the broker is reachable, the TLS handshake failed: check tls.ca_file / tls.ca_path, "
+        .. "that the certificate names the host name in the URI, a client certificate (tls.cert_file, "
+        .. "tls.key_file, tls.key_password) if the broker requires one, and tls.ciphers"
+    end
     return "connect failed: " .. t .. (rc and fmt(" (paho code %d)", rc) or ""), "network"
   end
   if rc == -11 then -- MQTTASYNC_OPERATION_INCOMPLETE
@@ -671,8 +687,8 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       self._state = "connected"
       self._ever_connected = true
       -- paho names the server without its scheme: give back the URI the program used
-      for _, u in ipairs(self._uris) do
-        if text and u:sub(-#text - 3) == "://" .. text then text = u break end
+      for i, u in ipairs(self._uris) do
+        if text and u:sub(-#text - 3) == "://" .. text then text = self._given[i] or u break end
       end
       local info = { session_present = extra, uri = text, properties = props or {}, reconnect = again }
       self._recv_max = info.properties.receive_maximum or 65535
@@ -705,6 +721,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     local o = {}
     for k, v in pairs(self._copts) do o[k] = v end
     o.clean = false
+    if #self._uris > 1 then o.uris = { self._uris[self._uri_index or 1] } end
     local cok, err = self._c:connect(o)
     if not cok then
       local adopt = self._adopt
@@ -892,6 +909,7 @@ local function attempt(ref)
   local o = {}
   for k, v in pairs(self._copts) do o[k] = v end
   if self._clean_first then o.clean = false end
+  if #self._uris > 1 then o.uris = { self._uris[self._uri_index or 1] } end
   local msg
   if self._credentials then
     local ok, user, pass = pcall(self._credentials)
@@ -924,6 +942,7 @@ function schedule_reconnect(self, delay)
 end
 
 function reconnect_failed(self, msg, rcode, cause)
+  if #self._uris > 1 then self._uri_index = (self._uri_index or 1) % #self._uris + 1 end
   -- the first attempt came `min` s after the loss; each failure doubles it, up to `max`
   local delay = math.min((self._retry_delay or self._reconnect.min) * 2, self._reconnect.max)
   self._retry_delay = delay
@@ -967,6 +986,8 @@ function kick(self)
 end
 
 local reconnect_spec = { min = nrange(0.01, 3600), max = nrange(0.01, 86400) }
+
+local connect_once -- defined below
 
 --- Connects and waits for the CONNACK: true, info | nil, message, code.
 function Client:connect(opts)
@@ -1031,21 +1052,43 @@ function Client:connect(opts)
     http_proxy = opts.http_proxy,
     properties = opts.properties,
   }
-  if #self._uris > 1 then o.uris = self._uris end
   if not o.tls then
     for _, u in ipairs(self._uris) do
       if u:match("^ssl://") or u:match("^wss://") then o.tls = {} break end
     end
   end
-  local ok, err, code = c:connect(o)
-  if not ok then return nil, err, code end
+  if o.tls and o.tls.ca_file then
+    local f, ferr = io.open(o.tls.ca_file, "rb")
+    if not f then return nil, fmt("connect: cannot read tls.ca_file: %s", tostring(ferr)), "network" end
+    f:close()
+  end
   -- what an automatic reconnect needs (never the password when a function gives it)
-  if opts.credentials then o.username, o.password = nil, nil end
-  self._copts = o
+  local saved = {}
+  for k, v in pairs(o) do saved[k] = v end
+  if opts.credentials then saved.username, saved.password = nil, nil end
+  self._copts = saved
   self._reconnect = reconnect
   self._resubscribe = opts.resubscribe ~= false
   self._credentials = opts.credentials
   self._clean_first = opts.clean_start == "first"
+  -- With several URIs the binding tries them in turn itself: given the
+  -- list, paho 1.3.12 also moves to the next URI on its own when an
+  -- established connection drops, racing the binding's reconnect.
+  local r, msg, ecode
+  for i = 1, #self._uris do
+    if #self._uris > 1 then o.uris = { self._uris[i] } end
+    self._uri_index = i
+    r, msg, ecode = connect_once(self, c, o, timeout)
+    if r then return true, msg end
+    if ecode == "refused" or self._closed then break end
+  end
+  return nil, msg, ecode
+end
+
+-- one CONNECT and its CONNACK
+function connect_once(self, c, o, timeout)
+  local ok, err, code = c:connect(o)
+  if not ok then return nil, err, code end
   self._state = "connecting"
   local tok = new_token(self, "connect")
   self._connect_tok = tok
