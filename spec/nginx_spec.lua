@@ -197,5 +197,15 @@ describe("nginx (lua-nginx-module)", function()
     assert.is_false(alive(pid), "the nginx master did not exit on QUIT")
     local log = error_log()
     assert.is_nil(log:match("[^\n]*exited on signal[^\n]*"), log)
+    -- the premature timer closed the client, which sent DISCONNECT (a
+    -- worker that just died would leave "closed its connection" instead)
+    local said = "Client nginx-spec-" .. worker_pid .. " disconnected."
+    local mlog = ""
+    for _ = 1, 100 do
+      mlog = helper.read(broker.dir .. "/mosquitto.log") or ""
+      if mlog:find(said, 1, true) then break end
+      helper.sleep(0.02)
+    end
+    assert.is_truthy(mlog:find(said, 1, true), mlog)
   end)
 end)
