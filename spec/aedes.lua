@@ -70,6 +70,12 @@ const path = require('path')
 const fs = require('fs')
 const [modules, portfile, maxSeconds, certfile, keyfile] = process.argv.slice(2)
 const aedes = require(path.join(modules, 'aedes'))()
+const deny = process.env.AEDES_DENY_PREFIX
+if (deny) {
+  // refuse subscriptions under a prefix: the SUBACK carries 0x80 for them
+  aedes.authorizeSubscribe = (client, sub, cb) =>
+    sub.topic.startsWith(deny) ? cb(null, null) : cb(null, sub)
+}
 const { createServer } = require(path.join(modules, 'aedes-server-factory'))
 const opts = { ws: true }
 if (certfile) opts.https = { cert: fs.readFileSync(certfile), key: fs.readFileSync(keyfile) }
@@ -100,7 +106,8 @@ local function alive(pid)
 end
 
 --- Starts aedes on a free 127.0.0.1 port. opts.tls = {cert = , key = } for
--- wss; opts.max_seconds (600) bounds its life should the spec never stop it.
+-- wss; opts.max_seconds (600) bounds its life should the spec never stop it;
+-- opts.deny_prefix makes it refuse subscriptions to filters starting with it.
 function M.start(opts)
   opts = opts or {}
   M.install()
@@ -116,8 +123,9 @@ function M.start(opts)
     args[#args + 1] = q(opts.tls.cert)
     args[#args + 1] = q(opts.tls.key)
   end
-  local p = io.popen(("node %s %s >%s.out 2>&1 & echo $!"):format(q(base .. ".js"), table.concat(args, " "),
-    q(base)))
+  local env = opts.deny_prefix and ("AEDES_DENY_PREFIX=" .. q(opts.deny_prefix) .. " ") or ""
+  local p = io.popen(("%snode %s %s >%s.out 2>&1 & echo $!"):format(env, q(base .. ".js"),
+    table.concat(args, " "), q(base)))
   local pid = tonumber(p:read("*l"))
   p:close()
   local self = setmetatable({ pid = pid, base = base }, Server)

@@ -123,3 +123,88 @@ describe("MQTT 5", function()
     bk:stop()
   end)
 end)
+
+describe("subscription options and refusals", function()
+  local b
+  setup(function() b = helper.broker() end)
+  teardown(function() helper.stop_all() end)
+
+  local function client(opts)
+    opts = opts or {}
+    opts.uri = opts.uri or b.uri
+    opts.id = opts.id or helper.uid("so")
+    local c = assert(mqtt.client(opts))
+    local got = {}
+    c:on("message", function(m) got[#got + 1] = m end)
+    assert(c:connect())
+    return c, got
+  end
+
+  it("no_local: a client does not get its own publishes back", function()
+    local c, got = client()
+    local other = client()
+    assert(c:subscribe("so/nl", { qos = 1, no_local = true }))
+    assert(c:publish("so/nl", "mine", { qos = 1 }):wait(5))
+    assert(other:publish("so/nl", "theirs", { qos = 1 }):wait(5))
+    assert.is_true(until_(function() return #got >= 1 end, 5))
+    mqtt.sleep(0.3)
+    assert.are.equal(1, #got)
+    assert.are.equal("theirs", got[1].payload)
+    c:close()
+    other:close()
+  end)
+
+  it("retain_as_published keeps the retain flag on live messages; without it the flag is cleared", function()
+    local plain, got_plain = client()
+    local rap, got_rap = client()
+    assert(plain:subscribe("so/rap", 1))
+    assert(rap:subscribe("so/rap", { qos = 1, retain_as_published = true }))
+    local p = client()
+    assert(p:publish("so/rap", "r", { qos = 1, retain = true }):wait(5))
+    assert.is_true(until_(function() return #got_plain == 1 and #got_rap == 1 end, 5))
+    assert.is_false(got_plain[1].retain)
+    assert.is_true(got_rap[1].retain)
+    assert(p:publish("so/rap", "", { qos = 1, retain = true }):wait(5)) -- clear it
+    plain:close()
+    rap:close()
+    p:close()
+  end)
+
+  it("retain_handling 0 sends retained messages on every subscribe, 1 only on a new one, 2 never", function()
+    local p = client()
+    assert(p:publish("so/rh", "kept", { qos = 1, retain = true }):wait(5))
+    local counts = {}
+    for rh = 0, 2 do
+      local c, got = client()
+      assert(c:subscribe("so/rh", { qos = 1, retain_handling = rh }))
+      assert(c:subscribe("so/rh", { qos = 1, retain_handling = rh })) -- the same subscription again
+      mqtt.sleep(0.4)
+      counts[rh + 1] = #got
+      c:close()
+    end
+    assert.are.same({ 2, 1, 0 }, counts)
+    assert(p:publish("so/rh", "", { qos = 1, retain = true }):wait(5))
+    p:close()
+  end)
+
+  it("a refused subscription returns nil, message, 'refused' (a broker that refuses: aedes)", function()
+    local aedes = require "aedes"
+    local s = aedes.start { deny_prefix = "secret/" }
+    local c = assert(mqtt.client { uri = s.uri, version = 4, id = helper.uid("deny") })
+    local ok, err = c:connect()
+    assert.is_true(ok, err)
+    local granted, msg, code = c:subscribe("secret/x", 1)
+    assert.is_nil(granted)
+    assert.are.equal("refused", code)
+    assert.are.equal("subscribe refused: the broker returned failure 0x80 for filter 'secret/x'", msg)
+    -- a list with one refused filter is refused as a whole, naming it
+    granted, msg, code = c:subscribe { { "open/a", 1 }, { "secret/y", 0 } }
+    assert.is_nil(granted)
+    assert.are.equal("refused", code)
+    assert.truthy(msg:find("'secret/y'", 1, true), msg)
+    -- and the client goes on
+    assert.are.equal(1, c:subscribe("open/b", 1))
+    c:close()
+    s:stop()
+  end)
+end)

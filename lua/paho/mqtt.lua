@@ -613,6 +613,10 @@ local function op_failure(self, kind, rc, reason, text)
   if reason and reason >= 0x80 then
     return fmt("%s refused: %s", kind, reason_text(reason)), "refused", reason
   end
+  if kind == "subscribe" and rc == 0x80 then
+    -- paho reports a 3.1.1 SUBACK failure (0x80) for a single filter as a failure
+    return "subscribe refused: the broker returned failure 0x80", "refused", 0x80
+  end
   if rc == -3 then
     return kind .. ": " .. self._c:not_connected(), "not_connected"
   end
@@ -1183,7 +1187,12 @@ function Client:subscribe(filter, opts)
   if not token then return nil, err, code end
   local tok = track(self, token, "subscribe")
   local ok, emsg, ecode = tok:wait()
-  if not ok then return nil, emsg, ecode end
+  if not ok then
+    if ecode == "refused" and emsg == "subscribe refused: the broker returned failure 0x80" then
+      emsg = fmt("%s for filter '%s'", emsg, table.concat(filters, "', '"))
+    end
+    return nil, emsg, ecode
+  end
   local res = tok.value
   local codes = res.codes or {}
   local granted, info = granted_result(self, codes, filters, res.properties)
