@@ -35,6 +35,14 @@ describe("examples", function()
     b:stop()
   end)
 
+  it("request_response.lua gets an answer to each request", function()
+    local ok, out = run_example("examples/request_response.lua", broker.uri)
+    assert.is_true(ok, out)
+    assert.matches('request "mqtt" %-> response "MQTT"', out)
+    assert.matches("a request nobody answers: .* %(timeout%)", out)
+    assert.matches("OK: every request got its response", out)
+  end)
+
   -- speed is not asserted (the example prints its worst frame); the round
   -- trip through one dispatch(0) per frame is
   it("game_loop.lua gets every message back through one dispatch(0) per 60 Hz frame", function()
