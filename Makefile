@@ -8,8 +8,9 @@
 #   PAHO_LIBDIR  where libpaho-mqtt3as is          default: the linker's path
 #   CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, LUA_LIBDIR, LUA_SHAREDIR
 #
-# Targets: all (build), test, demo, bench, asan, valgrind, lint, install,
-#          clean, deps (install the Debian packages the project needs).
+# Targets: all (build), test, demo, bench, asan, valgrind, tsan, gc-stress,
+#          fuzz, lint, install, clean, deps (install the Debian packages the
+#          project needs).
 
 LUA         ?= lua5.4
 LUA_VERSION ?= $(if $(findstring luajit,$(LUA)),jit,$(patsubst lua%,%,$(notdir $(LUA))))
@@ -44,7 +45,7 @@ CORE     := $(BUILD)/paho/mqtt/core.so
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test test-all demo bench asan valgrind lint install clean
+.PHONY: all deps test test-all demo bench asan valgrind tsan gc-stress fuzz lint install clean
 
 all: $(CORE) build/tools/faultproxy
 
@@ -104,6 +105,60 @@ asan: deps
 valgrind: deps
 	@$(MAKE) --no-print-directory all
 	@PMQ_VALGRIND=1 sh tools/run-tests.sh $(LUA) $(BUSTED_ARGS)
+
+# ThreadSanitizer (gcc's libtsan) over the specs in TSAN_SPECS (default: the
+# whole suite), e.g. make tsan TSAN_SPECS="spec/core_spec.lua spec/keepalive_spec.lua".
+# The core is built with -fsanitize=thread into build/tsan-$(LUA). The
+# uninstrumented interpreter gets the runtime by LD_PRELOAD, like `make asan`,
+# through a $(LUA) first in PATH (tools/lua-wrap.sh), so only Lua processes
+# get it; tools/tsan-preload.c takes it out of the environment once the core
+# is loaded, as shells crash under the TSan runtime. Races inside
+# libpaho-mqtt3as (not instrumented) are suppressed in tools/tsan.supp, each
+# with its reason. A report fails the run (exit code 66).
+TSAN_SPECS ?=
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build/tsan-$(LUA) \
+	  CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" LDFLAGS="-fsanitize=thread" all
+	$(CC) -O2 -g -std=c99 -Wall -Wextra -Werror -shared -fPIC -o build/tsan-$(LUA)/tsan-preload.so tools/tsan-preload.c -ldl
+	@mkdir -p build/tsan-$(LUA)/bin && ln -sf $(CURDIR)/tools/lua-wrap.sh build/tsan-$(LUA)/bin/$(LUA)
+	@PMQ_WRAP=tsan PMQ_WRAP_LUA="$$(command -v $(LUA))" \
+	  PMQ_TSAN_PRELOAD="$$($(CC) -print-file-name=libtsan.so) $(CURDIR)/build/tsan-$(LUA)/tsan-preload.so" \
+	  PATH="$(CURDIR)/build/tsan-$(LUA)/bin:$$PATH" LUA_CPATH="$(CURDIR)/build/tsan-$(LUA)/?.so;;" \
+	  TSAN_OPTIONS="suppressions=$(CURDIR)/tools/tsan.supp halt_on_error=0 exitcode=66 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
+	  sh tools/run-tests.sh $(LUA) $(BUSTED_ARGS) $(TSAN_SPECS)
+
+# The suite with the garbage collector running all the time
+# (tools/gc-stress.lua; PMQ_GC_MODE=incremental (default), generational or
+# full). A $(LUA) first in PATH (tools/lua-wrap.sh) runs busted, and every Lua
+# program the specs start, through tools/gc-stress.lua.
+gc-stress: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p build/gc-stress-$(LUA)/bin && ln -sf $(CURDIR)/tools/lua-wrap.sh build/gc-stress-$(LUA)/bin/$(LUA)
+	@echo "gc-stress: $(LUA), $${PMQ_GC_MODE:-incremental} collector"
+	@PMQ_WRAP=gc-stress PMQ_WRAP_LUA="$$(command -v $(LUA))" PMQ_GC_STRESS="$(CURDIR)/tools/gc-stress.lua" \
+	  PATH="$(CURDIR)/build/gc-stress-$(LUA)/bin:$$PATH" \
+	  sh tools/run-tests.sh $(LUA) $(BUSTED_ARGS)
+
+# libFuzzer over the core's property and option code (fuzz/props_fuzz.c:
+# every src/*.c built with clang -fsanitize=fuzzer,address,undefined, linked
+# with liblua5.4; no network). Runs FUZZ_SECONDS (60) from the seeds in
+# fuzz/corpus/ (fuzz/seeds.py writes them); new inputs go to build/fuzz/corpus,
+# a crashing input to build/fuzz/crash-*. FUZZ_ARGS adds libFuzzer flags, e.g.
+# FUZZ_ARGS="-fork=1 -ignore_crashes=1" to go on after a finding;
+# PMQ_FUZZ_ORACLE=0 checks memory errors only. Replay: build/fuzz/props_fuzz FILE
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_LUA     ?= lua5.4
+fuzz: build/fuzz/props_fuzz
+	@mkdir -p build/fuzz/corpus
+	build/fuzz/props_fuzz -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/ -print_final_stats=1 \
+	  $(FUZZ_ARGS) build/fuzz/corpus fuzz/corpus
+
+build/fuzz/props_fuzz: fuzz/props_fuzz.c $(SRCS) src/pmq.h src/luapmq.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  -std=c99 -Wall -Wextra -D_POSIX_C_SOURCE=200809L -I/usr/include/$(FUZZ_LUA) -I$(PAHO_INCDIR) \
+	  -o $@ fuzz/props_fuzz.c $(SRCS) -l$(FUZZ_LUA) $(LIBS) -lm
 
 lint:
 	luacheck lua spec examples
