@@ -471,6 +471,10 @@ static void check_filter(lua_State *L, const char *f, size_t len, const char *fn
         luaL_error(L, "bad topic filter to %s (empty string)", fname);
     if (memchr(f, 0, len))
         luaL_error(L, "bad topic filter to %s (contains a zero byte)", fname);
+    if (len > 65535)
+        luaL_error(L, "bad topic filter to %s (longer than 65535 bytes)", fname);
+    if (!pmq_valid_utf8((const unsigned char *)f, len))
+        luaL_error(L, "bad topic filter to %s (not valid UTF-8)", fname);
     for (size_t i = 0; i < len; i++) {
         if (f[i] == '#' && (i != len - 1 || (i > 0 && f[i - 1] != '/')))
             luaL_error(L, "bad topic filter '%s' to %s ('#' must be last and follow '/')", f, fname);
@@ -622,44 +626,6 @@ static int l_unsubscribe(lua_State *L)
 /* ------------------------------------------------------------------ */
 /* publish: the hot path                                               */
 
-/* 1 when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates) */
-static int valid_utf8(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned char b = s[i];
-        size_t n;
-        unsigned int cp;
-        if (b < 0x80) {
-            i++;
-            continue;
-        } else if ((b & 0xE0) == 0xC0) {
-            n = 1;
-            cp = b & 0x1F;
-        } else if ((b & 0xF0) == 0xE0) {
-            n = 2;
-            cp = b & 0x0F;
-        } else if ((b & 0xF8) == 0xF0) {
-            n = 3;
-            cp = b & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + n >= len) /* the sequence runs past the end */
-            return 0;
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += n + 1;
-    }
-    return 1;
-}
-
 /* Checks the arguments of publish(topic, payload, qos, retain, properties)
  * at stack indexes 2..6 and raises on the first problem. paho checks UTF-8
  * itself when the message is handed over, so only a check without sending
@@ -685,7 +651,7 @@ static void check_publish_args(lua_State *L, pmq_ctx *c, int check_utf8)
         luaL_error(L, "bad argument 'topic' to publish (wildcards '+' and '#' are not allowed in a topic name: '%s')", topic);
     if (tlen > 65535)
         luaL_error(L, "bad argument 'topic' to publish (longer than 65535 bytes)");
-    if (check_utf8 && !valid_utf8((const unsigned char *)topic, tlen))
+    if (check_utf8 && !pmq_valid_utf8((const unsigned char *)topic, tlen))
         luaL_error(L, "bad argument 'topic' to publish (not valid UTF-8)");
     if (has_props)
         pmq_props_check(L, 6, fname, c->version);

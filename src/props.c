@@ -10,43 +10,53 @@
  */
 #include "luapmq.h"
 
+#include <stdio.h>
 #include <string.h>
 
 enum { T_BYTE, T_INT2, T_INT4, T_VBI, T_BINARY, T_STRING, T_PAIR };
+
+/* the packets a client may send each property in (MQTT 5, section 2.2.2.2) */
+enum { P_CONNECT = 1, P_WILL = 2, P_PUBLISH = 4, P_SUBSCRIBE = 8, P_UNSUBSCRIBE = 16, P_DISCONNECT = 32,
+       P_NONE = 0 };
 
 static const struct {
     const char *name;
     int code;
     int type;
+    double lo, hi;   /* numbers: the allowed range */
+    int packets;     /* where a client may send it */
 } props[] = {
-    {"payload_format_indicator", MQTTPROPERTY_CODE_PAYLOAD_FORMAT_INDICATOR, T_BYTE},
-    {"message_expiry_interval", MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL, T_INT4},
-    {"content_type", MQTTPROPERTY_CODE_CONTENT_TYPE, T_STRING},
-    {"response_topic", MQTTPROPERTY_CODE_RESPONSE_TOPIC, T_STRING},
-    {"correlation_data", MQTTPROPERTY_CODE_CORRELATION_DATA, T_BINARY},
-    {"subscription_identifier", MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER, T_VBI},
-    {"session_expiry_interval", MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL, T_INT4},
-    {"assigned_client_id", MQTTPROPERTY_CODE_ASSIGNED_CLIENT_IDENTIFER, T_STRING},
-    {"server_keep_alive", MQTTPROPERTY_CODE_SERVER_KEEP_ALIVE, T_INT2},
-    {"authentication_method", MQTTPROPERTY_CODE_AUTHENTICATION_METHOD, T_STRING},
-    {"authentication_data", MQTTPROPERTY_CODE_AUTHENTICATION_DATA, T_BINARY},
-    {"request_problem_information", MQTTPROPERTY_CODE_REQUEST_PROBLEM_INFORMATION, T_BYTE},
-    {"will_delay_interval", MQTTPROPERTY_CODE_WILL_DELAY_INTERVAL, T_INT4},
-    {"request_response_information", MQTTPROPERTY_CODE_REQUEST_RESPONSE_INFORMATION, T_BYTE},
-    {"response_information", MQTTPROPERTY_CODE_RESPONSE_INFORMATION, T_STRING},
-    {"server_reference", MQTTPROPERTY_CODE_SERVER_REFERENCE, T_STRING},
-    {"reason_string", MQTTPROPERTY_CODE_REASON_STRING, T_STRING},
-    {"receive_maximum", MQTTPROPERTY_CODE_RECEIVE_MAXIMUM, T_INT2},
-    {"topic_alias_maximum", MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, T_INT2},
-    {"topic_alias", MQTTPROPERTY_CODE_TOPIC_ALIAS, T_INT2},
-    {"maximum_qos", MQTTPROPERTY_CODE_MAXIMUM_QOS, T_BYTE},
-    {"retain_available", MQTTPROPERTY_CODE_RETAIN_AVAILABLE, T_BYTE},
-    {"user", MQTTPROPERTY_CODE_USER_PROPERTY, T_PAIR},
-    {"maximum_packet_size", MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE, T_INT4},
-    {"wildcard_subscription_available", MQTTPROPERTY_CODE_WILDCARD_SUBSCRIPTION_AVAILABLE, T_BYTE},
-    {"subscription_identifiers_available", MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIERS_AVAILABLE, T_BYTE},
-    {"shared_subscription_available", MQTTPROPERTY_CODE_SHARED_SUBSCRIPTION_AVAILABLE, T_BYTE},
-    {NULL, 0, 0}};
+    {"payload_format_indicator", MQTTPROPERTY_CODE_PAYLOAD_FORMAT_INDICATOR, T_BYTE, 0, 1, P_WILL | P_PUBLISH},
+    {"message_expiry_interval", MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL, T_INT4, 0, 4294967295.0, P_WILL | P_PUBLISH},
+    {"content_type", MQTTPROPERTY_CODE_CONTENT_TYPE, T_STRING, 0, 0, P_WILL | P_PUBLISH},
+    {"response_topic", MQTTPROPERTY_CODE_RESPONSE_TOPIC, T_STRING, 0, 0, P_WILL | P_PUBLISH},
+    {"correlation_data", MQTTPROPERTY_CODE_CORRELATION_DATA, T_BINARY, 0, 0, P_WILL | P_PUBLISH},
+    {"subscription_identifier", MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER, T_VBI, 1, 268435455, P_SUBSCRIBE},
+    {"session_expiry_interval", MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL, T_INT4, 0, 4294967295.0,
+     P_CONNECT | P_DISCONNECT},
+    {"assigned_client_id", MQTTPROPERTY_CODE_ASSIGNED_CLIENT_IDENTIFER, T_STRING, 0, 0, P_NONE},
+    {"server_keep_alive", MQTTPROPERTY_CODE_SERVER_KEEP_ALIVE, T_INT2, 0, 65535, P_NONE},
+    {"authentication_method", MQTTPROPERTY_CODE_AUTHENTICATION_METHOD, T_STRING, 0, 0, P_CONNECT},
+    {"authentication_data", MQTTPROPERTY_CODE_AUTHENTICATION_DATA, T_BINARY, 0, 0, P_CONNECT},
+    {"request_problem_information", MQTTPROPERTY_CODE_REQUEST_PROBLEM_INFORMATION, T_BYTE, 0, 1, P_CONNECT},
+    {"will_delay_interval", MQTTPROPERTY_CODE_WILL_DELAY_INTERVAL, T_INT4, 0, 4294967295.0, P_WILL},
+    {"request_response_information", MQTTPROPERTY_CODE_REQUEST_RESPONSE_INFORMATION, T_BYTE, 0, 1, P_CONNECT},
+    {"response_information", MQTTPROPERTY_CODE_RESPONSE_INFORMATION, T_STRING, 0, 0, P_NONE},
+    {"server_reference", MQTTPROPERTY_CODE_SERVER_REFERENCE, T_STRING, 0, 0, P_NONE},
+    {"reason_string", MQTTPROPERTY_CODE_REASON_STRING, T_STRING, 0, 0, P_DISCONNECT},
+    {"receive_maximum", MQTTPROPERTY_CODE_RECEIVE_MAXIMUM, T_INT2, 1, 65535, P_CONNECT},
+    {"topic_alias_maximum", MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, T_INT2, 0, 65535, P_CONNECT},
+    {"topic_alias", MQTTPROPERTY_CODE_TOPIC_ALIAS, T_INT2, 1, 65535, P_PUBLISH},
+    {"maximum_qos", MQTTPROPERTY_CODE_MAXIMUM_QOS, T_BYTE, 0, 1, P_NONE},
+    {"retain_available", MQTTPROPERTY_CODE_RETAIN_AVAILABLE, T_BYTE, 0, 1, P_NONE},
+    {"user", MQTTPROPERTY_CODE_USER_PROPERTY, T_PAIR, 0, 0,
+     P_CONNECT | P_WILL | P_PUBLISH | P_SUBSCRIBE | P_UNSUBSCRIBE | P_DISCONNECT},
+    {"maximum_packet_size", MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE, T_INT4, 1, 4294967295.0, P_CONNECT},
+    {"wildcard_subscription_available", MQTTPROPERTY_CODE_WILDCARD_SUBSCRIPTION_AVAILABLE, T_BYTE, 0, 1, P_NONE},
+    {"subscription_identifiers_available", MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIERS_AVAILABLE, T_BYTE, 0, 1,
+     P_NONE},
+    {"shared_subscription_available", MQTTPROPERTY_CODE_SHARED_SUBSCRIPTION_AVAILABLE, T_BYTE, 0, 1, P_NONE},
+    {NULL, 0, 0, 0, 0, 0}};
 
 static int find(const char *name)
 {
@@ -64,21 +74,97 @@ static int find_code(int code)
     return -1;
 }
 
-static void check_number(lua_State *L, int vidx, const char *fname, const char *name, int type)
+/* the packet a check is for, from the function name the caller gives */
+static int packet_of(const char *fname, const char **pname)
 {
-    lua_Number max = type == T_BYTE ? 255 : type == T_INT2 ? 65535 : type == T_VBI ? 268435455 : 4294967295.0;
+    static const struct { const char *prefix; int packet; const char *name; } map[] = {
+        {"connect (will)", P_WILL, "the will"}, {"connect", P_CONNECT, "CONNECT"},
+        {"publish", P_PUBLISH, "PUBLISH"}, {"request", P_PUBLISH, "PUBLISH"},
+        {"subscribe", P_SUBSCRIBE, "SUBSCRIBE"}, {"unsubscribe", P_UNSUBSCRIBE, "UNSUBSCRIBE"},
+        {"disconnect", P_DISCONNECT, "DISCONNECT"}, {NULL, 0, NULL}};
+    for (int i = 0; map[i].prefix; i++)
+        if (strncmp(fname, map[i].prefix, strlen(map[i].prefix)) == 0) {
+            *pname = map[i].name;
+            return map[i].packet;
+        }
+    *pname = NULL;
+    return 0;
+}
+
+/* edit distance, capped, for "did you mean" */
+static int distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    int row[64];
+    if (la >= 63 || lb >= 63)
+        return 99;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int prev = row[0], cur;
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int sub = prev + (a[i - 1] != b[j - 1]);
+            int del = row[j] + 1, ins = row[j - 1] + 1;
+            cur = sub < del ? sub : del;
+            cur = cur < ins ? cur : ins;
+            prev = row[j];
+            row[j] = cur;
+        }
+    }
+    return row[lb];
+}
+
+static const char *closest(const char *name)
+{
+    const char *best = NULL;
+    int bestd = 4;
+    size_t n = strlen(name);
+    for (int i = 0; props[i].name; i++) {
+        int d = distance(name, props[i].name);
+        if (n >= 4 && strncmp(props[i].name, name, n) == 0)
+            d = 1; /* a prefix: subscription_id -> subscription_identifier */
+        if (d < bestd) {
+            bestd = d;
+            best = props[i].name;
+        }
+    }
+    return best;
+}
+
+static void check_number(lua_State *L, int vidx, const char *fname, int i)
+{
     lua_Number v;
+    char got[40], lo[24], hi[24];
     if (!pmq_isinteger(L, vidx))
-        luaL_error(L, "bad property '%s' to %s (integer expected, got %s)", name, fname,
-                   luaL_typename(L, vidx));
+        luaL_error(L, "bad property '%s' to %s (integer expected, got %s)", props[i].name, fname,
+                   lua_type(L, vidx) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, vidx));
     v = lua_tonumber(L, vidx);
-    if (v < 0 || v > max)
-        luaL_error(L, "bad property '%s' to %s (%.0f out of range 0..%.0f)", name, fname, (double)v,
-                   (double)max);
+    if (v < props[i].lo || v > props[i].hi) {
+        snprintf(got, sizeof got, "%.0f", (double)v);
+        snprintf(lo, sizeof lo, "%.0f", props[i].lo);
+        snprintf(hi, sizeof hi, "%.0f", props[i].hi);
+        luaL_error(L, "bad property '%s' to %s (%s out of range %s..%s)", props[i].name, fname, got, lo, hi);
+    }
+}
+
+/* a UTF-8 string property, or a user property's key or value */
+static void check_text(lua_State *L, int vidx, const char *fname, const char *name, const char *what)
+{
+    size_t len;
+    const char *s = lua_tolstring(L, vidx, &len);
+    if (len > 65535)
+        luaL_error(L, "bad property '%s' to %s (%s%slonger than 65535 bytes)", name, fname, what, *what ? " " : "");
+    if (memchr(s, 0, len))
+        luaL_error(L, "bad property '%s' to %s (%s%scontains a zero byte)", name, fname, what, *what ? " " : "");
+    if (!pmq_valid_utf8((const unsigned char *)s, len))
+        luaL_error(L, "bad property '%s' to %s (%s%snot valid UTF-8)", name, fname, what, *what ? " " : "");
 }
 
 void pmq_props_check(lua_State *L, int idx, const char *fname, int version)
 {
+    const char *pname;
+    int packet = packet_of(fname, &pname);
     idx = pmq_absindex(L, idx);
     if (lua_isnoneornil(L, idx))
         return;
@@ -100,22 +186,40 @@ void pmq_props_check(lua_State *L, int idx, const char *fname, int version)
             luaL_error(L, "bad 'properties' to %s (property names are strings, got %s)", fname,
                        luaL_typename(L, -2));
         name = lua_tostring(L, -2);
-        if ((i = find(name)) < 0)
+        if ((i = find(name)) < 0) {
+            const char *hint = closest(name);
+            if (hint)
+                luaL_error(L, "unknown property '%s' to %s (did you mean '%s'?)", name, fname, hint);
             luaL_error(L, "unknown property '%s' to %s", name, fname);
+        }
+        if (packet && !(props[i].packets & packet))
+            luaL_error(L, "bad property '%s' to %s (not allowed in %s)", name, fname, pname);
         switch (props[i].type) {
         case T_BYTE:
         case T_INT2:
         case T_INT4:
         case T_VBI:
-            check_number(L, -1, fname, name, props[i].type);
+            check_number(L, -1, fname, i);
             break;
         case T_STRING:
         case T_BINARY:
             if (lua_type(L, -1) != LUA_TSTRING)
                 luaL_error(L, "bad property '%s' to %s (string expected, got %s)", name, fname,
                            luaL_typename(L, -1));
-            if (pmq_rawlen(L, -1) > 65535)
+            if (props[i].type == T_STRING) {
+                check_text(L, -1, fname, name, "");
+            } else if (pmq_rawlen(L, -1) > 65535) {
                 luaL_error(L, "bad property '%s' to %s (longer than 65535 bytes)", name, fname);
+            }
+            if (props[i].code == MQTTPROPERTY_CODE_RESPONSE_TOPIC) {
+                size_t len;
+                const char *t = lua_tolstring(L, -1, &len);
+                if (memchr(t, '+', len) || memchr(t, '#', len))
+                    luaL_error(L, "bad property '%s' to %s (wildcards '+' and '#' are not allowed in a topic name)",
+                               name, fname);
+                if (len == 0)
+                    luaL_error(L, "bad property '%s' to %s (empty topic)", name, fname);
+            }
             break;
         case T_PAIR: {
             int n, t = lua_gettop(L);
@@ -129,10 +233,13 @@ void pmq_props_check(lua_State *L, int idx, const char *fname, int version)
                     luaL_error(L, "bad property 'user' to %s (item %d: {key, value} expected, got %s)",
                                fname, k, luaL_typename(L, -1));
                 for (int j = 1; j <= 2; j++) {
+                    char what[32];
                     lua_rawgeti(L, -1, j);
                     if (lua_type(L, -1) != LUA_TSTRING)
                         luaL_error(L, "bad property 'user' to %s (item %d: %s must be a string, got %s)",
                                    fname, k, j == 1 ? "key" : "value", luaL_typename(L, -1));
+                    snprintf(what, sizeof what, "item %d: %s", k, j == 1 ? "key" : "value");
+                    check_text(L, -1, fname, "user", what);
                     lua_pop(L, 1);
                 }
                 lua_pop(L, 1);

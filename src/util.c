@@ -69,6 +69,44 @@ const char *pmq_reason_name(int code)
     return "unknown reason code";
 }
 
+/* 1 when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates) */
+int pmq_valid_utf8(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char b = s[i];
+        size_t n;
+        unsigned int cp;
+        if (b < 0x80) {
+            i++;
+            continue;
+        } else if ((b & 0xE0) == 0xC0) {
+            n = 1;
+            cp = b & 0x1F;
+        } else if ((b & 0xF0) == 0xE0) {
+            n = 2;
+            cp = b & 0x0F;
+        } else if ((b & 0xF8) == 0xF0) {
+            n = 3;
+            cp = b & 0x07;
+        } else {
+            return 0;
+        }
+        if (i + n >= len) /* the sequence runs past the end */
+            return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
 const char *pmq_cause_name(int cause)
 {
     switch (cause) {
@@ -198,6 +236,15 @@ static int l_reason(lua_State *L)
     return 1;
 }
 
+/* core.valid_utf8(s) -> boolean */
+static int l_valid_utf8(lua_State *L)
+{
+    size_t len;
+    const char *str = luaL_checklstring(L, 1, &len);
+    lua_pushboolean(L, pmq_valid_utf8((const unsigned char *)str, len));
+    return 1;
+}
+
 /* core.trace_level(n): 0 = off, 1..7 = paho's MQTTASYNC_TRACE_* levels */
 static int l_trace_level(lua_State *L)
 {
@@ -233,7 +280,8 @@ static int l_trace_take(lua_State *L)
 int pmq_open_util(lua_State *L)
 {
     static const luaL_Reg f[] = {{"now", l_now}, {"poll", l_poll}, {"reason", l_reason},
-                                 {"trace_level", l_trace_level}, {"trace_take", l_trace_take}, {NULL, NULL}};
+                                 {"trace_level", l_trace_level}, {"trace_take", l_trace_take},
+                                 {"valid_utf8", l_valid_utf8}, {NULL, NULL}};
     MQTTAsync_nameValue *info = MQTTAsync_getVersionInfo();
     pmq_setfuncs(L, f);
     for (; info && info->name; info++) {

@@ -212,7 +212,7 @@ local function drain(c, max)
   local n = 0
   local core_c = c._c
   while n < max do
-    if not c._c then break end
+    if not c._c or c._closed then break end -- a handler may close it
     if handle_event(c, core_c:next()) == false then break end
     n = n + 1
     if c._release then
@@ -293,7 +293,7 @@ end
 
 --- Waits `s` seconds: yields inside a handler, dispatches every client elsewhere.
 function M.sleep(s)
-  if type(s) ~= "number" or s < 0 then
+  if type(s) ~= "number" or s ~= s or s < 0 then -- (NaN too)
     error("bad argument #1 to sleep (non-negative number expected, got " .. options.describe(s) .. ")", 2)
   end
   local deadline = now() + s
@@ -304,7 +304,7 @@ end
 --- Handles events of every client for up to `timeout` seconds (0 = do not wait).
 function M.dispatch(timeout)
   timeout = timeout or 0
-  if type(timeout) ~= "number" or timeout < 0 then
+  if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 then
     error("bad argument #1 to dispatch (non-negative number expected, got " .. options.describe(timeout) .. ")", 2)
   end
   if running_handler() or depth > 0 then
@@ -354,13 +354,14 @@ end
 
 --- true once the request has completed (successfully or not).
 function Token:done()
+  if getmetatable(self) ~= Token then error("bad self to token:done (token expected)", 2) end
   return self.status ~= nil
 end
 
 --- Waits for completion: true | nil, message, code.
 function Token:wait(timeout)
   if getmetatable(self) ~= Token then error("bad self to token:wait (token expected)", 2) end
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
     error("bad argument #1 to wait (non-negative number of seconds expected, got "
       .. options.describe(timeout) .. ")", 2)
   end
@@ -398,6 +399,8 @@ local function checkself(self, fname)
   return self._c
 end
 
+local text_problem -- defined below
+
 local uri_rule = function(v)
   if type(v) ~= "string" then return false, "URI string" end
   local scheme = v:match("^(%a+)://")
@@ -426,6 +429,14 @@ local client_spec = {
   queue_max_bytes = range(1024, 2 ^ 31 - 1),
 }
 
+-- what is wrong with a string MQTT sends as UTF-8 text, or nil
+function text_problem(v)
+  if #v > 65535 then return "longer than 65535 bytes" end
+  if v:find("\0", 1, true) then return "contains a zero byte" end
+  if not core.valid_utf8(v) then return "not valid UTF-8" end
+  return nil
+end
+
 local idseq = 0
 local function random_id()
   idseq = idseq + 1
@@ -452,6 +463,8 @@ function M.client(opts)
   local version = opts.version or 5
   local id = opts.id
   if id == nil then id = random_id() end
+  local bad = text_problem(id)
+  if bad then error(fmt("bad option 'id' to client (%s)", bad), 2) end
   if id == "" and version ~= 5 then
     -- 3.1.1 allows an empty id only with a clean session; 3.1 never
     if version == 3 then error("bad option 'id' to client (MQTT 3.1 needs a client id)", 2) end
@@ -515,12 +528,22 @@ function Client:on(name, handler)
   return self
 end
 
+-- methods that work on a closed client still check what they are called on
+local function checkany(self, fname)
+  if getmetatable(self) ~= Client then
+    error(fmt("bad self to %s (paho.mqtt client expected, got %s; call it as client:%s(...))",
+      fname, type(self), fname), 3)
+  end
+end
+
 function Client:state()
+  checkany(self, "state")
   if self._closed then return "closed" end
   return self._state
 end
 
 function Client:is_connected()
+  checkany(self, "is_connected")
   if self._closed then return false end
   return self._state == "connected" and self._c:is_connected()
 end
@@ -544,7 +567,7 @@ end
 function Client:dispatch(timeout)
   checkself(self, "dispatch")
   timeout = timeout or 0
-  if type(timeout) ~= "number" or timeout < 0 then
+  if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 then
     error("bad argument #1 to dispatch (non-negative number expected, got " .. options.describe(timeout) .. ")", 2)
   end
   if running_handler() or depth > 0 then
@@ -696,6 +719,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       end
       local info = { session_present = extra, uri = text, properties = props or {}, reconnect = again }
       self._recv_max = info.properties.receive_maximum or 65535
+      self._max_packet = info.properties.maximum_packet_size
       self._aliases = {} -- topic aliases live as long as one connection
       self._server_keep_alive = info.properties.server_keep_alive
       self._connected_uri = text
@@ -1006,6 +1030,27 @@ function Client:connect(opts)
   if self.version ~= 5 and opts.properties then
     error("bad option 'properties' to connect (MQTT 5 only)", 2)
   end
+  if opts.username then
+    local bad = text_problem(opts.username)
+    if bad then error(fmt("bad option 'username' to connect (%s)", bad), 2) end
+  end
+  if opts.password and #opts.password > 65535 then
+    error("bad option 'password' to connect (longer than 65535 bytes)", 2)
+  end
+  if opts.will then
+    local w = opts.will
+    if type(w.topic) ~= "string" or w.topic == "" then
+      error("bad option 'will.topic' to connect (non-empty string expected)", 2)
+    end
+    local bad = text_problem(w.topic)
+    if bad then error(fmt("bad option 'will.topic' to connect (%s)", bad), 2) end
+    if w.topic:find("[+#]") then
+      error("bad option 'will.topic' to connect (wildcards are not allowed in a topic name)", 2)
+    end
+    if w.payload and #w.payload > 65535 then
+      error("bad option 'will.payload' to connect (longer than 65535 bytes)", 2)
+    end
+  end
   if self._state == "connected" and c:is_connected() then
     return nil, "connect: already connected", "connected"
   end
@@ -1258,6 +1303,15 @@ function Client:publish(topic, payload, opts)
   if payload ~= nil and type(payload) ~= "string" then
     error("bad argument #2 to publish (string payload or nil expected, got " .. type(payload) .. ")", 2)
   end
+  local maxp = self._max_packet
+  if maxp and self._state == "connected" then
+    -- the broker's Maximum Packet Size (MQTT 5 CONNACK): it would disconnect us (0x95)
+    local size = 7 + #topic + (payload and #payload or 0) + ((qos or 0) > 0 and 2 or 0)
+    if size > maxp then
+      return nil, fmt("publish: the message (about %d bytes with its headers) is larger than the broker's "
+        .. "maximum packet size (%d bytes)", size, maxp), "too_large"
+    end
+  end
   if self.version == 5 and self._state == "connected" then
     -- Flow control: paho 1.3.12 holds publishes beyond the broker's Receive
     -- Maximum and only looks at them again after up to a second, so keep
@@ -1336,6 +1390,17 @@ function Client:request(topic, payload, opts)
   end
   if type(topic) ~= "string" then
     error("bad argument #1 to request (topic string expected, got " .. type(topic) .. ")", 2)
+  end
+  if payload ~= nil and type(payload) ~= "string" then
+    error("bad argument #2 to request (string payload or nil expected, got " .. type(payload) .. ")", 2)
+  end
+  if opts.response_topic and opts.response_topic:find("[+#]") then
+    error("bad option 'response_topic' to request (wildcards '+' and '#' are not allowed in a topic name)", 2)
+  end
+  do -- what publish would raise, named for request
+    local ok, err = pcall(self._c.check_publish, self._c, topic, payload, opts.qos or 1, opts.retain,
+      opts.properties)
+    if not ok then error((tostring(err):gsub(" to publish", " to request", 1)), 2) end
   end
   local rtopic = opts.response_topic
   if not rtopic then
@@ -1428,6 +1493,17 @@ function Client:close()
   self._closed = true
   clients[self] = nil
   self._c:close()
+  -- every request still pending ends now, with "closed"
+  local function closed(tok)
+    if tok then finish(tok, false, fmt("%s: the client was closed", tok.kind), "closed") end
+  end
+  for _, tok in pairs(self._tokens) do closed(tok) end
+  for _, q in pairs(self._more or {}) do
+    for i = q.first, q.last do closed(q[i]) end
+  end
+  for i = self._held_first, self._held_last do closed(self._held[i] and self._held[i][6]) end
+  closed(self._connect_tok)
+  closed(self._disconnect_tok)
   self._state = "closed"
   if was == "connected" then
     self._loss_gen = self._loss_gen + 1
@@ -1439,6 +1515,7 @@ Client.__close = Client.close
 
 --- What a person watching a live system needs (see the API reference).
 function Client:stats()
+  checkany(self, "stats")
   if self._closed then
     return { state = "closed", messages_out = self._stats.messages_out, bytes_out = self._stats.bytes_out }
   end
