@@ -13,9 +13,16 @@ if [ -n "$PMQ_VALGRIND" ]; then
 else
   runner="$lua"
 fi
+# A hung test must not hang the run (or CI): the whole suite gets
+# PMQ_SUITE_TIMEOUT seconds (default 3600), then busted is killed
+# (--foreground: Ctrl-C still reaches busted).
+limit=${PMQ_SUITE_TIMEOUT:-3600}
 # (no --lua: busted would start a second interpreter, outside valgrind)
-{ $runner /usr/bin/busted --output=utfTerminal "$@"; echo $? > "$out.rc"; } 2>&1 | tee "$out"
+{ timeout --foreground -k 10 "$limit" $runner /usr/bin/busted --output=utfTerminal "$@"; echo $? > "$out.rc"; } 2>&1 | tee "$out"
 rc=$(cat "$out.rc" 2>/dev/null || echo 1)
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+  echo "run-tests: the suite did not finish within $limit s (PMQ_SUITE_TIMEOUT): a test hangs; busted was killed"
+fi
 # busted: "12 successes / 0 failures / 0 errors / 0 pending : 3.2 seconds"
 line=$(grep -a -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g')
 rm -f "$out" "$out.rc"
