@@ -121,6 +121,7 @@ tsan: deps
 	  CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" LDFLAGS="-fsanitize=thread" all
 	$(CC) -O2 -g -std=c99 -Wall -Wextra -Werror -shared -fPIC -o build/tsan-$(LUA)/tsan-preload.so tools/tsan-preload.c -ldl
 	@mkdir -p build/tsan-$(LUA)/bin && ln -sf $(CURDIR)/tools/lua-wrap.sh build/tsan-$(LUA)/bin/$(LUA)
+	@ln -sfn $(dir $(LUA_INCDIR)) build/tsan-$(LUA)/include # luarocks looks for lua.h next to bin/
 	@PMQ_WRAP=tsan PMQ_WRAP_LUA="$$(command -v $(LUA))" \
 	  PMQ_TSAN_PRELOAD="$$($(CC) -print-file-name=libtsan.so) $(CURDIR)/build/tsan-$(LUA)/tsan-preload.so" \
 	  PATH="$(CURDIR)/build/tsan-$(LUA)/bin:$$PATH" LUA_CPATH="$(CURDIR)/build/tsan-$(LUA)/?.so;;" \
@@ -134,6 +135,7 @@ tsan: deps
 gc-stress: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p build/gc-stress-$(LUA)/bin && ln -sf $(CURDIR)/tools/lua-wrap.sh build/gc-stress-$(LUA)/bin/$(LUA)
+	@ln -sfn $(dir $(LUA_INCDIR)) build/gc-stress-$(LUA)/include # luarocks looks for lua.h next to bin/
 	@echo "gc-stress: $(LUA), $${PMQ_GC_MODE:-incremental} collector"
 	@PMQ_WRAP=gc-stress PMQ_WRAP_LUA="$$(command -v $(LUA))" PMQ_GC_STRESS="$(CURDIR)/tools/gc-stress.lua" \
 	  PATH="$(CURDIR)/build/gc-stress-$(LUA)/bin:$$PATH" \
@@ -161,7 +163,7 @@ build/fuzz/props_fuzz: fuzz/props_fuzz.c $(SRCS) src/pmq.h src/luapmq.h
 	  -o $@ fuzz/props_fuzz.c $(SRCS) -l$(FUZZ_LUA) $(LIBS) -lm
 
 lint:
-	luacheck lua spec examples
+	luacheck lua spec examples bench
 
 install: $(CORE)
 	install -d $(DESTDIR)$(LUA_LIBDIR)/paho/mqtt $(DESTDIR)$(LUA_SHAREDIR)/paho/mqtt
