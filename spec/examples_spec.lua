@@ -43,6 +43,23 @@ describe("examples", function()
     assert.matches("OK: every request got its response", out)
   end)
 
+  -- the event-loop examples, where Debian packages the loop for this Lua
+  for _, loop in ipairs { "cqueues", "luv", "copas" } do
+    local lua = os.getenv("PMQ_LUA") or "lua5.4"
+    local has = os.execute(("%s -e 'require(%q)' >/dev/null 2>&1"):format(lua, loop))
+    has = has == true or has == 0
+    local name = ("%s.lua drives a round trip from the %s loop"):format(loop, loop)
+    if has then
+      it(name, function()
+        local ok, out = run_example("examples/" .. loop .. ".lua", broker.uri)
+        assert.is_true(ok, out)
+        assert.matches("OK: the " .. loop .. " loop delivered the message", out)
+      end)
+    else
+      pending(name .. ": Debian does not package " .. loop .. " for " .. lua)
+    end
+  end
+
   -- speed is not asserted (the example prints its worst frame); the round
   -- trip through one dispatch(0) per frame is
   it("game_loop.lua gets every message back through one dispatch(0) per 60 Hz frame", function()
