@@ -192,7 +192,7 @@ static int l_close(lua_State *L)
 {
     pmq_box *b = luaL_checkudata(L, 1, PMQ_CLIENT_MT);
     lua_Number t = luaL_optnumber(L, 2, 0);
-    if (t < 0 || t > 3600)
+    if (!(t >= 0 && t <= 3600)) /* NaN too */
         return luaL_error(L, "bad argument #1 to close (timeout out of range 0..3600)");
     close_client(b, (int)(t * 1000));
     return 0;
@@ -291,7 +291,7 @@ static int l_connect(lua_State *L)
         if (lua_type(L, -1) != LUA_TNUMBER)
             luaL_error(L, "bad option 'session_expiry' to connect (number expected, got %s)", luaL_typename(L, -1));
         v = lua_tonumber(L, -1);
-        if (v < 0 || v > 4294967295.0)
+        if (!(v >= 0 && v <= 4294967295.0)) /* NaN too */
             luaL_error(L, "bad option 'session_expiry' to connect (0..4294967295 expected)");
         if (c->version != 5 && v != 0)
             luaL_error(L, "bad option 'session_expiry' to connect (MQTT 5 only; this client uses version %d)",
@@ -729,7 +729,7 @@ static int l_disconnect(lua_State *L)
     lua_Number t = luaL_optnumber(L, 2, 0);
     lua_Integer reason = luaL_optinteger(L, 3, 0);
     int rc, rc_;
-    if (t < 0 || t > 3600)
+    if (!(t >= 0 && t <= 3600)) /* NaN too */
         return luaL_error(L, "bad option 'timeout' to disconnect (0..3600 seconds expected)");
     if (reason < 0 || reason > 255)
         return luaL_error(L, "bad option 'reason' to disconnect (reason code 0..255 expected)");
@@ -737,7 +737,7 @@ static int l_disconnect(lua_State *L)
         return luaL_error(L, "bad option 'reason' to disconnect (MQTT 5 only)");
     if (!lua_isnoneornil(L, 4)) {
         lua_Number v = luaL_checknumber(L, 4);
-        if (v < 0 || v > 4294967295.0)
+        if (!(v >= 0 && v <= 4294967295.0)) /* NaN too */
             return luaL_error(L, "bad option 'session_expiry' to disconnect (0..4294967295 expected)");
         if (c->version != 5)
             return luaL_error(L, "bad option 'session_expiry' to disconnect (MQTT 5 only)");

@@ -7,6 +7,7 @@
 #include "luapmq.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -188,7 +189,7 @@ int pmq_opt_int(lua_State *L, int t, const char *field, int def, int lo, int hi,
             luaL_error(L, "bad option '%s' to %s (number expected, got %s)", field, fname,
                        luaL_typename(L, -1));
         v = lua_tonumber(L, -1);
-        if (v < lo || v > hi)
+        if (!(v >= lo && v <= hi)) /* NaN too: (int)NaN is undefined */
             luaL_error(L, "bad option '%s' to %s (%f out of range %d..%d)", field, fname, (double)v, lo, hi);
         r = (int)v;
     }
@@ -221,7 +222,14 @@ static int l_poll(lua_State *L)
         fds[i].revents = 0;
         lua_pop(L, 1);
     }
-    timeout_ms = timeout < 0 ? -1 : (int)(timeout * 1000.0 + 0.999);
+    if (timeout < 0)
+        timeout_ms = -1;
+    else if (!(timeout >= 0))
+        timeout_ms = 0; /* NaN: (int)NaN is undefined (INT_MIN on x86: a wait for ever) */
+    else if (timeout > INT_MAX / 1000)
+        timeout_ms = INT_MAX; /* 24.8 days: the caller polls again; a larger one overflows int */
+    else
+        timeout_ms = (int)(timeout * 1000.0 + 0.999);
     do {
         rc = poll(fds, (nfds_t)n, timeout_ms);
     } while (rc < 0 && errno == EINTR);

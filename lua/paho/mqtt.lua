@@ -630,8 +630,9 @@ local function op_failure(self, kind, rc, reason, text)
     return "connect failed: " .. t .. (rc and fmt(" (paho code %d)", rc) or ""), "network"
   end
   if rc == -11 then -- MQTTASYNC_OPERATION_INCOMPLETE
-    return fmt("%s: not completed (%s)", kind, text or "the client was closed or disconnected"),
-      self._closed and "closed" or "disconnected"
+    if self._closed then return fmt("%s: not completed: the client was closed", kind), "closed" end
+    -- paho gives no cause; the core knows why the connection ended
+    return fmt("%s: not completed: %s", kind, self._c:not_connected()), "disconnected"
   end
   if reason and reason >= 0x80 then
     return fmt("%s refused: %s", kind, reason_text(reason)), "refused", reason
@@ -1327,6 +1328,12 @@ function Client:publish(topic, payload, opts)
       self._held[self._held_last] = { topic, payload, qos, retain, props, tok }
       return tok
     end
+  end
+  if self._offline_max == 0 and (self._state == "disconnected" or self._state == "reconnecting") then
+    -- the loss is known here (the "disconnect" event has run) but paho may
+    -- not have closed the socket yet, and would take the publish
+    c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
+    return nil, "publish: " .. c:not_connected(), "not_connected"
   end
   return submit(self, topic, payload, qos, retain, props)
 end
