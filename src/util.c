@@ -207,14 +207,14 @@ static int l_now(lua_State *L)
 /* core.poll({fd, ...}, timeout) -> true if any fd is readable */
 static int l_poll(lua_State *L)
 {
-    struct pollfd fds[64];
+    struct pollfd stack_fds[64], *fds = stack_fds;
     int n, timeout_ms, rc;
     double timeout;
     luaL_checktype(L, 1, LUA_TTABLE);
     timeout = luaL_optnumber(L, 2, 0);
     n = (int)pmq_rawlen(L, 1);
-    if (n > 64)
-        n = 64;
+    if (n > 64) /* every client's descriptor, however many (a userdata: the GC frees it) */
+        fds = (struct pollfd *)lua_newuserdata(L, (size_t)n * sizeof *fds);
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, 1, i + 1);
         fds[i].fd = (int)lua_tointeger(L, -1);

@@ -11,8 +11,12 @@ local options = require "paho.mqtt.options"
 local check, range, nrange, oneof = options.check, options.range, options.nrange, options.oneof
 local type, pairs, ipairs, error, tostring, setmetatable =
   type, pairs, ipairs, error, tostring, setmetatable
+-- OpenResty replaces these with request-bound versions (keeping the standard
+-- ones as coroutine._create etc.); handler coroutines outlive the request or
+-- timer that starts them and crash the worker through ngx's versions
 local co_create, co_resume, co_yield, co_running =
-  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
+  rawget(coroutine, "_create") or coroutine.create, rawget(coroutine, "_resume") or coroutine.resume,
+  rawget(coroutine, "_yield") or coroutine.yield, coroutine.running
 local now, poll = core.now, core.poll
 local unpack = table.unpack or unpack -- luacheck: ignore 143
 local fmt = string.format
@@ -21,6 +25,7 @@ local M = {
   VERSION = "0.1.0",
   PAHO_VERSION = core.PAHO_VERSION,
   NEVER_EXPIRE = 0xFFFFFFFF,
+  _raw_coroutines = true, -- for paho.mqtt.nginx: see co_create above
 }
 
 --- The name of an MQTT reason code: mqtt.reason(0x87) -> "not authorized".
