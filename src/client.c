@@ -242,7 +242,9 @@ static unsigned char *alpn_wire(lua_State *L, int t, unsigned int *len)
         total += 1 + l;
         lua_pop(L, 1);
     }
-    buf = lua_newuserdata(L, total ? total : 1); /* stays on the stack, freed by the GC */
+    /* stays on the stack, freed by the GC. NUL-terminated: paho 1.3.12 copies
+     * it with strlen (no length byte is 0, so that finds the end) */
+    buf = lua_newuserdata(L, total + 1);
     lua_insert(L, -2);
     p = buf;
     for (int i = 1; i <= n; i++) {
@@ -255,6 +257,7 @@ static unsigned char *alpn_wire(lua_State *L, int t, unsigned int *len)
         p += l;
         lua_pop(L, 1);
     }
+    *p = 0;
     lua_pop(L, 1);
     *len = (unsigned int)total;
     return total ? buf : NULL;
