@@ -36,6 +36,12 @@ function M.reason(code)
   return core.reason(code)
 end
 
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
 local function reason_text(code)
   return fmt("0x%02X %s", code, core.reason(code))
 end
@@ -752,8 +758,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     return
   end
   if kind == "disconnect" and self._adopt then
-    local o = {}
-    for k, v in pairs(self._copts) do o[k] = v end
+    local o = copy(self._copts)
     o.clean = false
     if #self._uris > 1 then o.uris = { self._uris[self._uri_index or 1] } end
     local cok, err = self._c:connect(o)
@@ -940,8 +945,7 @@ end
 local function attempt(ref)
   local self = ref.c
   if not self or self._closed or self._state ~= "reconnecting" or not self._c then return end
-  local o = {}
-  for k, v in pairs(self._copts) do o[k] = v end
+  local o = copy(self._copts)
   if self._clean_first then o.clean = false end
   if #self._uris > 1 then o.uris = { self._uris[self._uri_index or 1] } end
   local msg
@@ -1118,8 +1122,7 @@ function Client:connect(opts)
     f:close()
   end
   -- what an automatic reconnect needs (never the password when a function gives it)
-  local saved = {}
-  for k, v in pairs(o) do saved[k] = v end
+  local saved = copy(o)
   if opts.credentials then saved.username, saved.password = nil, nil end
   self._copts = saved
   self._reconnect = reconnect
@@ -1198,6 +1201,21 @@ local function sub_opts(v, fname)
   return v
 end
 
+-- takes filters out of the subscribe requests kept for resubscribing
+local function forget_filters(self, filters)
+  for _, req in ipairs(self._subs) do
+    for i = #req.filters, 1, -1 do
+      for _, f in ipairs(filters) do
+        if req.filters[i] == f then
+          table.remove(req.filters, i)
+          table.remove(req.sopts, i)
+          break
+        end
+      end
+    end
+  end
+end
+
 local function granted_result(self, codes, filters, props)
   for i, code in ipairs(codes) do
     if code >= 0x80 then
@@ -1249,19 +1267,8 @@ function Client:subscribe(filter, opts)
   local granted, info = granted_result(self, codes, filters, res.properties)
   if not granted then return nil, info, "refused" end
   -- remember it for resubscribing (a filter subscribed again moves to the new request)
-  local subs = self._subs
-  for _, req in ipairs(subs) do
-    for i = #req.filters, 1, -1 do
-      for _, f in ipairs(filters) do
-        if req.filters[i] == f then
-          table.remove(req.filters, i)
-          table.remove(req.sopts, i)
-          break
-        end
-      end
-    end
-  end
-  subs[#subs + 1] = { filters = filters, sopts = sopts, props = props }
+  forget_filters(self, filters)
+  self._subs[#self._subs + 1] = { filters = filters, sopts = sopts, props = props }
   if many then return granted, info end
   return granted[1], info
 end
@@ -1277,17 +1284,7 @@ function Client:unsubscribe(filter, props)
   if not token then return nil, err, code end
   local res, emsg, ecode = track(self, token, "unsubscribe"):wait()
   if not res then return nil, emsg, ecode end
-  for _, req in ipairs(self._subs) do
-    for i = #req.filters, 1, -1 do
-      for _, f in ipairs(filters) do
-        if req.filters[i] == f then
-          table.remove(req.filters, i)
-          table.remove(req.sopts, i)
-          break
-        end
-      end
-    end
-  end
+  forget_filters(self, filters)
   return true
 end
 
