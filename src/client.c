@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define PAHO(call) (pmq_paho_enter(), rc_ = (call), pmq_paho_leave(), rc_)
@@ -34,6 +35,42 @@ static void make_anchor(void)
 {
     static MQTTAsync anchor;
     MQTTAsync_create(&anchor, "tcp://127.0.0.1:1", "paho.mqtt.lua.anchor", MQTTCLIENT_PERSISTENCE_NONE, NULL);
+}
+
+/* paho.mqtt.c keeps its WebSocket receive state in process-wide variables
+ * (WebSocket.c: in_frames, frame_buffer), not per connection. When two
+ * WebSocket connections receive at once, one reads the other's bytes: both
+ * stall, and every later WebSocket connect in the process times out. So the
+ * binding lets one client at a time hold a WebSocket connection (from its
+ * connect until the connection ends); what paho requires, hence global. */
+static pthread_mutex_t ws_mu = PTHREAD_MUTEX_INITIALIZER;
+static pmq_ctx *ws_owner;
+
+static int is_ws(const char *u)
+{
+    return u && (strncasecmp(u, "ws://", 5) == 0 || strncasecmp(u, "wss://", 6) == 0);
+}
+
+/* takes the WebSocket slot for c, or leaves in buf who holds it; 1 = taken */
+static int ws_acquire(pmq_ctx *c, char *buf, size_t len)
+{
+    int ok;
+    pthread_mutex_lock(&ws_mu);
+    ok = ws_owner == NULL || ws_owner == c;
+    if (ok)
+        ws_owner = c;
+    else
+        snprintf(buf, len, "%s", ws_owner->ka_id ? ws_owner->ka_id : "");
+    pthread_mutex_unlock(&ws_mu);
+    return ok;
+}
+
+void pmq_ws_release(pmq_ctx *c)
+{
+    pthread_mutex_lock(&ws_mu);
+    if (ws_owner == c)
+        ws_owner = NULL;
+    pthread_mutex_unlock(&ws_mu);
 }
 
 static const char *str_field(lua_State *L, int t, const char *k, const char *fname)
@@ -110,6 +147,7 @@ static int l_new(lua_State *L)
     co.maxBufferedMessages = offline > 0 ? offline : INT_MAX / 2;
     lua_getfield(L, 1, "uris");
     lua_rawgeti(L, -1, 1);
+    c->ws = is_ws(lua_tostring(L, -1));
     rc = PAHO(MQTTAsync_createWithOptions(&c->handle, lua_tostring(L, -1), id ? id : "",
                                           dir ? MQTTCLIENT_PERSISTENCE_DEFAULT : MQTTCLIENT_PERSISTENCE_NONE,
                                           (void *)dir, &co));
@@ -181,6 +219,7 @@ static void close_client(pmq_box *b, int timeout_ms)
         __atomic_store_n(&last_destroy_ms, (long long)(pmq_now() * 1000.0), __ATOMIC_RELAXED);
     }
     pmq_wait_idle(c);
+    pmq_ws_release(c);
     pmq_ka_unwatch(c);
     forget_secrets(c);
     pmq_queue_free(c);
@@ -278,7 +317,8 @@ static int l_connect(lua_State *L)
     MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
     MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
     MQTTProperties cprops = MQTTProperties_initializer, wprops = MQTTProperties_initializer;
-    int rc, rc_, clean, expiry, nuris = 0, has_will = 0;
+    int rc, rc_, clean, expiry, nuris = 0, has_will = 0, ws;
+    char holder[128];
     const char **uris = NULL;
     const char *pw;
     size_t pwlen = 0;
@@ -453,13 +493,29 @@ static int l_connect(lua_State *L)
     for (int i = 0; i < 2; i++)
         pmq_trace_secret(c->secret[i], 1);
 
+    ws = nuris > 0 ? 0 : c->ws;
+    for (int i = 0; i < nuris; i++)
+        ws = ws || is_ws(uris[i]);
+    if (ws && !ws_acquire(c, holder, sizeof holder)) {
+        MQTTProperties_free(&cprops);
+        MQTTProperties_free(&wprops);
+        free(uris);
+        lua_pushnil(L);
+        lua_pushfstring(L, "connect: client '%s' of this process holds a WebSocket connection, and "
+                        "paho.mqtt.c keeps WebSocket receive state per process, so two at once "
+                        "corrupt each other: disconnect or close that client first", holder);
+        lua_pushliteral(L, "busy");
+        return 3;
+    }
     settle_after_destroy();
     rc = PAHO(MQTTAsync_connect(c->handle, o));
     MQTTProperties_free(&cprops);
     MQTTProperties_free(&wprops);
     free(uris);
-    if (rc != MQTTASYNC_SUCCESS)
+    if (rc != MQTTASYNC_SUCCESS) {
+        pmq_ws_release(c);
         return pmq_fail(L, c, "connect", rc);
+    }
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -227,6 +227,7 @@ void pmq_queue_free(pmq_ctx *c)
 void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text)
 {
     __atomic_store_n(&c->connected, 0, __ATOMIC_RELAXED);
+    pmq_ws_release(c);
     c->lost_at = pmq_now();
     c->lost_cause = cause;
     c->lost_reason = reason;
@@ -446,6 +447,8 @@ static void add_tls_reason(pmq_ctx *c, pmq_event *e)
 static void fail3(pmq_ctx *c, int kind, MQTTAsync_failureData *r)
 {
     pmq_event *e = op_event(kind, 0, r ? r->token : 0);
+    if (kind == PMQ_OP_CONNECT)
+        pmq_ws_release(c); /* the connect ended */
     if (!e)
         return;
     if (r) {
@@ -460,6 +463,8 @@ static void fail3(pmq_ctx *c, int kind, MQTTAsync_failureData *r)
 static void fail5(pmq_ctx *c, int kind, MQTTAsync_failureData5 *r)
 {
     pmq_event *e = op_event(kind, 0, r ? r->token : 0);
+    if (kind == PMQ_OP_CONNECT)
+        pmq_ws_release(c); /* the connect ended */
     if (!e)
         return;
     if (r) {

@@ -81,6 +81,7 @@ typedef struct pmq_subop {
 typedef struct pmq_ctx {
     MQTTAsync handle;
     int version;                 /* 3, 4 or 5 */
+    int ws;                      /* created with a ws:// or wss:// URI */
 
     pthread_mutex_t mu;
     pmq_event *head, *tail;
@@ -127,6 +128,7 @@ PMQ_HIDDEN double pmq_now(void);
 /* bracket every paho call made by a binding thread (see events.c) */
 PMQ_HIDDEN void pmq_paho_enter(void);
 PMQ_HIDDEN void pmq_paho_leave(void);              /* monotonic seconds */
+PMQ_HIDDEN void pmq_ws_release(pmq_ctx *c);     /* client.c: the connection ended */
 PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text);
 
 PMQ_HIDDEN pmq_subop *pmq_subop_new(struct pmq_ctx *c, int n);
