@@ -45,7 +45,7 @@ CORE     := $(BUILD)/paho/mqtt/core.so
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test test-all demo bench asan valgrind tsan gc-stress fuzz lint install clean
+.PHONY: all deps test test-all demo bench soak asan valgrind tsan gc-stress fuzz lint install clean
 
 all: $(CORE) build/tools/faultproxy
 
@@ -87,6 +87,14 @@ bench: deps
 	@mkdir -p $(BUILD)/bench
 	$(CC) $(CFLAGS) -std=c99 -Wall -Wextra -I$(PAHO_INCDIR) -o $(BUILD)/bench/raw bench/raw.c $(LDFLAGS) $(LIBS)
 	@$(LUA) bench/run.lua $(BUILD)/bench/raw
+
+# SOAK_MINUTES (30) of mixed traffic with faults, one line per minute (RSS,
+# descriptors, threads, messages): bench/soak.lua. Not in CI.
+SOAK_MINUTES ?= 30
+soak: deps
+	@$(MAKE) --no-print-directory all
+	@SOAK_MINUTES=$(SOAK_MINUTES) LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+	  LUA_CPATH="$(CURDIR)/build/$(LUA)/?.so;;" $(LUA) bench/soak.lua
 
 # AddressSanitizer + UBSan over the whole suite. The uninstrumented
 # interpreter gets the runtime by LD_PRELOAD, and so does every program the

@@ -81,19 +81,21 @@ local function report(client, err, event)
 end
 
 -- resume one of our coroutines and file it according to what it yields
-local function step(co, rec, ...)
+-- (client and event name are passed along, not packed in a table: this
+-- runs once per message)
+local function step(co, client, event, ...)
   local ok, r1, r2 = co_resume(co, ...)
   if not ok then
     ours[co] = nil
-    report(rec.client, debug.traceback(co, r1), rec.event)
+    report(client, debug.traceback(co, r1), event)
   elseif r1 == DONE then
     if #pool < POOL_MAX then pool[#pool + 1] = co else ours[co] = nil end
   elseif r1 == WAIT then
-    r2.co, r2.client, r2.event = co, rec.client, rec.event
+    r2.co, r2.client, r2.event = co, client, event
     sleepers[#sleepers + 1] = r2
   else
     ours[co] = nil
-    report(rec.client, "a handler yielded outside a paho.mqtt wait; use mqtt.sleep or token:wait", rec.event)
+    report(client, "a handler yielded outside a paho.mqtt wait; use mqtt.sleep or token:wait", event)
   end
 end
 
@@ -104,7 +106,7 @@ local function spawn(client, name, f, a, b)
     co = co_create(co_body)
     ours[co] = true
   end
-  step(co, { client = client, event = name }, f, a, b)
+  step(co, client, name, f, a, b)
 end
 
 -- resume every suspended wait whose condition holds or whose time is up
@@ -117,9 +119,9 @@ local function wake_sleepers()
     local s = list[i]
     local r = { s.cond() }
     if r[1] then
-      step(s.co, s, unpack(r, 2, 4))
+      step(s.co, s.client, s.event, unpack(r, 2, 4))
     elseif s.deadline and t >= s.deadline then
-      step(s.co, s, nil, s.timeout_msg or "timeout", "timeout")
+      step(s.co, s.client, s.event, nil, s.timeout_msg or "timeout", "timeout")
     else
       sleepers[#sleepers + 1] = s
     end
@@ -348,8 +350,11 @@ function M.stop() stopped = true end
 local Token = {}
 Token.__index = Token
 
+-- The fields a token may get later are named in the constructor (as nil) so
+-- that the table is made with room for them: no rehash per publish.
 local function new_token(client, kind)
-  return setmetatable({ _client = client, kind = kind }, Token)
+  return setmetatable({ _client = client, kind = kind, qos = nil, status = nil, message = nil,
+    code = nil, value = nil, offline = nil }, Token)
 end
 
 local function finish(tok, ok, msg, code, value)
@@ -819,7 +824,9 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
   elseif kind == "publish" and reason and reason >= 0x80 then
     finish(tok, false, fmt("publish refused: %s", reason_text(reason)), "refused")
   else
-    finish(tok, true, nil, nil, { codes = type(extra) == "table" and extra or nil, properties = props })
+    -- (a publish's value is never read: no table for it)
+    finish(tok, true, nil, nil, kind ~= "publish" and
+      { codes = type(extra) == "table" and extra or nil, properties = props } or nil)
   end
 end
 
