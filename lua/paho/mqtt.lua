@@ -56,6 +56,10 @@ local pool = {}                                       -- idle handler coroutines
 local sleepers = {}                                   -- suspended waits
 local depth = 0                                       -- dispatch nesting
 local POOL_MAX = 64
+-- QoS 1/2 publishes handed to paho and not yet acknowledged, at most, on
+-- MQTT 3.1/3.1.1 (MQTT 5 uses the broker's Receive Maximum); 20 is
+-- mosquitto's default max_inflight_messages
+local V3_WINDOW = 20
 
 local function running_handler()
   local co = co_running()
@@ -735,7 +739,8 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
         if text and u:sub(-#text - 3) == "://" .. text then text = self._given[i] or u break end
       end
       local info = { session_present = extra, uri = text, properties = props or {}, reconnect = again }
-      self._recv_max = info.properties.receive_maximum or 65535
+      -- MQTT 3.1/3.1.1 has no Receive Maximum: the same window (V3_WINDOW)
+      self._recv_max = self.version == 5 and (info.properties.receive_maximum or 65535) or V3_WINDOW
       self._max_packet = info.properties.maximum_packet_size
       self._aliases = {} -- topic aliases live as long as one connection
       self._server_keep_alive = info.properties.server_keep_alive
@@ -1322,12 +1327,15 @@ function Client:publish(topic, payload, opts)
         .. "maximum packet size (%d bytes)", size, maxp), "too_large"
     end
   end
-  if self.version == 5 and self._state == "connected" then
+  if self._state == "connected" then
     -- Flow control: paho 1.3.12 holds publishes beyond the broker's Receive
     -- Maximum and only looks at them again after up to a second, so keep
     -- them here and hand them over as PUBACKs/PUBCOMPs come back. QoS 0
     -- publishes share the window: paho stalls the same way on thousands of
     -- queued sends, and walks its whole command list on every new one.
+    -- MQTT 3.1.1 gets a window too: given thousands of publishes at once,
+    -- paho 1.3.12 wrote malformed packets when the socket filled up
+    -- (mosquitto: "disconnected due to malformed packet"), again and again.
     local full
     if (qos or 0) == 0 then full = self._inflight0 >= QOS0_WINDOW else full = self._inflight >= self._recv_max end
     if full or self._held_first <= self._held_last then
