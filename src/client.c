@@ -844,22 +844,21 @@ static void push_codes(lua_State *L, pmq_event *e)
 
 static void push_message(lua_State *L, pmq_event *e)
 {
-    MQTTAsync_message *m = e->msg;
     lua_createtable(L, 0, 8);
     lua_pushlstring(L, e->topic, (size_t)e->topiclen);
     lua_setfield(L, -2, "topic");
-    lua_pushlstring(L, m->payload ? (const char *)m->payload : "", (size_t)(m->payloadlen > 0 ? m->payloadlen : 0));
+    lua_pushlstring(L, e->payload, (size_t)e->payloadlen);
     lua_setfield(L, -2, "payload");
-    lua_pushinteger(L, m->qos);
+    lua_pushinteger(L, e->mqos);
     lua_setfield(L, -2, "qos");
-    lua_pushboolean(L, m->retained);
+    lua_pushboolean(L, e->retained);
     lua_setfield(L, -2, "retain");
-    lua_pushboolean(L, m->dup);
+    lua_pushboolean(L, e->dup);
     lua_setfield(L, -2, "dup");
-    lua_pushinteger(L, m->msgid);
+    lua_pushinteger(L, e->msgid);
     lua_setfield(L, -2, "id");
-    if (m->properties.count > 0) {
-        pmq_props_push(L, &m->properties);
+    if (e->has_props && e->props.count > 0) {
+        pmq_props_push(L, &e->props);
         lua_setfield(L, -2, "properties");
     }
 }

@@ -167,10 +167,6 @@ void pmq_event_free(pmq_event *e)
 {
     if (!e)
         return;
-    if (e->msg)
-        MQTTAsync_freeMessage(&e->msg);
-    if (e->topic)
-        MQTTAsync_free(e->topic);
     if (e->has_props)
         MQTTProperties_free(&e->props);
     free(e->qos);
@@ -302,14 +298,27 @@ static void wait_space(pmq_ctx *c, size_t add)
 int pmq_on_message(void *vctx, char *topic, int topiclen, MQTTAsync_message *m)
 {
     pmq_ctx *c = vctx;
-    pmq_event *e = calloc(1, sizeof *e);
+    size_t tlen = (size_t)(topiclen > 0 ? topiclen : (int)strlen(topic));
+    size_t plen = (size_t)(m->payloadlen > 0 ? m->payloadlen : 0);
+    /* the event, the topic (NUL-terminated) and the payload in one block */
+    pmq_event *e = malloc(sizeof *e + tlen + 1 + plen);
     if (!e)
         return 0; /* paho keeps the message and offers it again */
+    memset(e, 0, sizeof *e);
     e->type = PMQ_EV_MESSAGE;
-    e->topic = topic;
-    e->topiclen = topiclen > 0 ? topiclen : (int)strlen(topic);
-    e->msg = m;
-    e->bytes = sizeof *e + (size_t)e->topiclen + (size_t)(m->payloadlen > 0 ? m->payloadlen : 0);
+    e->topic = (char *)(e + 1);
+    memcpy(e->topic, topic, tlen);
+    e->topic[tlen] = 0;
+    e->topiclen = (int)tlen;
+    e->payload = e->topic + tlen + 1;
+    if (plen)
+        memcpy(e->payload, m->payload, plen);
+    e->payloadlen = (int)plen;
+    e->mqos = m->qos;
+    e->retained = m->retained;
+    e->dup = m->dup;
+    e->msgid = m->msgid;
+    e->bytes = sizeof *e + tlen + plen;
 
     pthread_mutex_lock(&c->mu);
     c->active++;
@@ -322,16 +331,24 @@ int pmq_on_message(void *vctx, char *topic, int topiclen, MQTTAsync_message *m)
         /* The client is going away: leave the message with paho. */
         c->active--;
         pthread_mutex_unlock(&c->mu);
-        e->topic = NULL;
-        e->msg = NULL;
-        pmq_event_free(e);
+        free(e);
         return 0;
     }
+    if (m->properties.count > 0) {
+        /* the properties move to the event (paho's allocation, freed with
+         * MQTTProperties_free); the message keeps none to free */
+        e->props = m->properties;
+        e->has_props = 1;
+        memset(&m->properties, 0, sizeof m->properties);
+    }
     c->msgs_in++;
-    c->bytes_in += (unsigned long long)(m->payloadlen > 0 ? m->payloadlen : 0);
+    c->bytes_in += (unsigned long long)plen;
     push(c, e);
     c->active--;
     pthread_mutex_unlock(&c->mu);
+    /* ours now: free paho's copy here, on paho's thread */
+    MQTTAsync_freeMessage(&m);
+    MQTTAsync_free(topic);
     return 1;
 }
 

@@ -59,10 +59,14 @@ typedef struct pmq_event {
     char *text;          /* failure message, server URI or cause; malloc'd */
     int has_props;
     MQTTProperties props;
-    /* PMQ_EV_MESSAGE: paho's own storage, freed after dispatch */
+    /* PMQ_EV_MESSAGE: topic and payload copied into the event's own block
+     * (one malloc), so that paho's message is freed on paho's thread and
+     * the Lua thread never takes paho's heap lock for it */
     char *topic;
     int topiclen;
-    MQTTAsync_message *msg;
+    char *payload;
+    int payloadlen;
+    int mqos, retained, dup, msgid;
     size_t bytes;        /* what this event counts against the byte limit */
 } pmq_event;
 
