@@ -159,7 +159,9 @@ gc-stress: deps
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_LUA     ?= lua5.4
-fuzz: build/fuzz/props_fuzz
+fuzz:
+	@PMQ_FUZZ=1 sh tools/deps.sh $(FUZZ_LUA)
+	@$(MAKE) --no-print-directory build/fuzz/props_fuzz
 	@mkdir -p build/fuzz/corpus
 	build/fuzz/props_fuzz -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/ -print_final_stats=1 \
 	  $(FUZZ_ARGS) build/fuzz/corpus fuzz/corpus

@@ -16,6 +16,8 @@ case "$lua" in
   luajit*) pkgs="$pkgs luajit2 libluajit2-5.1-dev" ;;
 esac
 [ -n "$PMQ_VALGRIND" ] && pkgs="$pkgs valgrind"
+# make fuzz: clang with its libFuzzer runtime
+[ -n "$PMQ_FUZZ" ] && pkgs="$pkgs clang libclang-rt-dev"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
