@@ -26,7 +26,7 @@ local function rss_kib()
 end
 
 local broker = helper.broker { config = { "max_queued_messages 0", "max_queued_bytes 0" } }
-local proxy = fp.start(broker.port)
+local proxy = fp.start(broker.port, { max_seconds = MINUTES * 60 + 600 })
 
 local seen = { [0] = {}, {}, {} } -- seen[qos][seq] = times arrived
 local pending = { {}, {} }        -- pending[qos][seq] = token not completed yet
@@ -122,7 +122,9 @@ end
 
 print(("soak: %d minutes, broker 127.0.0.1:%d, publisher through the fault proxy on %d")
   :format(MINUTES, broker.port, proxy.port))
-print("min   RSS KiB  fds  thr  Lua KiB   sent q0/q1/q2          got q0   q1 miss/fail/pend   q2 miss/fail/pend  "
+-- "away": acknowledged to the publisher, not arrived yet (in transit during
+-- the run; missing at the end)
+print("min   RSS KiB  fds  thr  Lua KiB   sent q0/q1/q2          got q0   q1 away/fail/pend   q2 away/fail/pend  "
   .. "q2 dups  faults")
 local t0 = now()
 local next_minute, minute, next_churn, next_round, next_sweep = t0 + 60, 0, t0 + 5, t0, t0 + 1

@@ -9,7 +9,8 @@
 -- Environment: PMQ_FAULT_N (messages per QoS), PMQ_FAULT_V (MQTT version,
 -- 5), PMQ_FAULT_PERSIST=1 (the publisher also keeps paho's persistence
 -- store in a directory: with paho.mqtt.c 1.3.12 that does not pass, see
--- docs/sessions-and-keepalive.md), PMQ_DEBUG=1 (print every event).
+-- docs/sessions-and-keepalive.md), PMQ_FAULT_KILL=1 (the broker restarts
+-- after SIGKILL: what it loses), PMQ_DEBUG=1 (print every event).
 --
 -- Found on 2026-11-29 without a Session Expiry on the MQTT 5 publisher
 -- (expiry 0: the session ends with each connection): 2 QoS 1 and 10 QoS 2
@@ -20,6 +21,10 @@ local mqtt = require "paho.mqtt"
 local fp = require "faultproxy"
 
 local N = tonumber(os.getenv("PMQ_FAULT_N") or "20000")
+-- PMQ_FAULT_KILL=1: the broker restarts after SIGKILL instead of SIGTERM, so
+-- it loses what it had not saved (autosave); a measurement of the broker's
+-- window, expected to fail the zero-loss assertions
+local KILL = os.getenv("PMQ_FAULT_KILL") == "1"
 
 local function until_(cond, timeout)
   return helper.eventually(cond, timeout, mqtt)
@@ -74,9 +79,9 @@ describe("faults under load", function()
 
     local faults = {
       [math.floor(N * 0.2)] = function() p:reset() end,
-      [math.floor(N * 0.4)] = function() b:stop() helper.sleep(0.5) b:start() end,
+      [math.floor(N * 0.4)] = function() b:stop(KILL and "KILL" or "TERM") helper.sleep(0.5) b:start() end,
       [math.floor(N * 0.6)] = function() p:reset() end,
-      [math.floor(N * 0.8)] = function() b:stop() helper.sleep(0.5) b:start() end,
+      [math.floor(N * 0.8)] = function() b:stop(KILL and "KILL" or "TERM") helper.sleep(0.5) b:start() end,
     }
     local tokens, refused = {}, 0
     local t0 = helper.now()
