@@ -10,16 +10,7 @@ local function until_(cond, timeout)
   return helper.eventually(cond, timeout, mqtt)
 end
 
-local function recorder(opts)
-  local c = assert(mqtt.client(opts))
-  local log = { connect = {}, disconnect = {}, connect_failed = {}, message = {}, errors = {} }
-  c:on("connect", function(i) log.connect[#log.connect + 1] = i end)
-  c:on("disconnect", function(r) log.disconnect[#log.disconnect + 1] = r end)
-  c:on("connect_failed", function(r) log.connect_failed[#log.connect_failed + 1] = r end)
-  c:on("message", function(m) log.message[#log.message + 1] = m end)
-  c:on("error", function(e) log.errors[#log.errors + 1] = e end)
-  return c, log
-end
+local recorder = helper.recorder -- a client that records its events
 
 local function dead_uri()
   return "tcp://127.0.0.1:" .. tls.free_port() -- nothing listens there

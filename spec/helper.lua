@@ -162,6 +162,19 @@ function M.eventually(cond, timeout, mqtt)
   return cond() and true or false
 end
 
+--- A client that records its events in order: returns c, log with the lists
+-- log.connect, log.disconnect, log.connect_failed, log.message, log.errors.
+function M.recorder(opts)
+  local c = assert(require("paho.mqtt").client(opts))
+  local log = { connect = {}, disconnect = {}, connect_failed = {}, message = {}, errors = {} }
+  c:on("connect", function(i) log.connect[#log.connect + 1] = i end)
+  c:on("disconnect", function(r) log.disconnect[#log.disconnect + 1] = r end)
+  c:on("connect_failed", function(r) log.connect_failed[#log.connect_failed + 1] = r end)
+  c:on("message", function(m) log.message[#log.message + 1] = m end)
+  c:on("error", function(e) log.errors[#log.errors + 1] = e end)
+  return c, log
+end
+
 --- Open descriptors of this process.
 function M.pid()
   return tonumber((read("/proc/self/stat") or ""):match("^(%d+)"))
