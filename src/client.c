@@ -857,7 +857,7 @@ static void push_message(lua_State *L, pmq_event *e)
     lua_setfield(L, -2, "dup");
     lua_pushinteger(L, e->msgid);
     lua_setfield(L, -2, "id");
-    if (e->has_props && e->props.count > 0) {
+    if (e->has_props) { /* set only when there are some */
         pmq_props_push(L, &e->props);
         lua_setfield(L, -2, "properties");
     }

@@ -464,8 +464,6 @@ static void add_tls_reason(pmq_ctx *c, pmq_event *e)
 static void fail3(pmq_ctx *c, int kind, MQTTAsync_failureData *r)
 {
     pmq_event *e = op_event(kind, 0, r ? r->token : 0);
-    if (kind == PMQ_OP_CONNECT)
-        pmq_ws_release(c); /* the connect ended */
     if (!e)
         return;
     if (r) {
@@ -480,8 +478,6 @@ static void fail3(pmq_ctx *c, int kind, MQTTAsync_failureData *r)
 static void fail5(pmq_ctx *c, int kind, MQTTAsync_failureData5 *r)
 {
     pmq_event *e = op_event(kind, 0, r ? r->token : 0);
-    if (kind == PMQ_OP_CONNECT)
-        pmq_ws_release(c); /* the connect ended */
     if (!e)
         return;
     if (r) {
@@ -572,11 +568,13 @@ int pmq_on_ssl_error(const char *str, size_t len, void *u)
 
 void pmq_connect_fail(void *vctx, MQTTAsync_failureData *r)
 {
+    pmq_ws_release(vctx); /* the connect ended */
     fail3(vctx, PMQ_OP_CONNECT, r);
 }
 
 void pmq_connect_fail5(void *vctx, MQTTAsync_failureData5 *r)
 {
+    pmq_ws_release(vctx); /* the connect ended */
     fail5(vctx, PMQ_OP_CONNECT, r);
 }
 
