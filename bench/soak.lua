@@ -20,10 +20,7 @@ local mqtt = require "paho.mqtt"
 local MINUTES = tonumber(os.getenv("SOAK_MINUTES") or "30")
 local now = helper.now
 
-local function rss_kib()
-  local s = helper.read("/proc/self/status") or ""
-  return tonumber(s:match("VmRSS:%s*(%d+)")) or -1
-end
+local function rss_kib() return helper.rss_kib() or -1 end
 
 local broker = helper.broker { config = { "max_queued_messages 0", "max_queued_bytes 0" } }
 local proxy = fp.start(broker.port, { max_seconds = MINUTES * 60 + 600 })

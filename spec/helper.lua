@@ -187,6 +187,11 @@ function M.fd_count()
   return n
 end
 
+--- Resident set size of this process in KiB (nil if /proc says nothing).
+function M.rss_kib()
+  return tonumber((read("/proc/self/status") or ""):match("VmRSS:%s*(%d+)"))
+end
+
 --- Threads of this process.
 function M.thread_count()
   local s = read("/proc/self/status") or ""

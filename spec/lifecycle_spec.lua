@@ -55,7 +55,7 @@ local function in_handler(fn)
 end
 
 local function rss_kb()
-  return tonumber((helper.read("/proc/self/status") or ""):match("VmRSS:%s*(%d+)")) or 0
+  return helper.rss_kib() or 0
 end
 
 describe("lifecycle", function()
