@@ -58,10 +58,11 @@ static const struct {
     {"shared_subscription_available", MQTTPROPERTY_CODE_SHARED_SUBSCRIPTION_AVAILABLE, T_BYTE, 0, 1, P_NONE},
     {NULL, 0, 0, 0, 0, 0}};
 
-static int find(const char *name)
+/* the whole Lua string must match: "response_information\0x" is not a name */
+static int find(const char *name, size_t len)
 {
     for (int i = 0; props[i].name; i++)
-        if (strcmp(props[i].name, name) == 0)
+        if (strlen(props[i].name) == len && memcmp(props[i].name, name, len) == 0)
             return i;
     return -1;
 }
@@ -181,12 +182,15 @@ void pmq_props_check(lua_State *L, int idx, const char *fname, int version)
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         const char *name;
+        size_t nlen;
         int i;
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "bad 'properties' to %s (property names are strings, got %s)", fname,
                        luaL_typename(L, -2));
-        name = lua_tostring(L, -2);
-        if ((i = find(name)) < 0) {
+        name = lua_tolstring(L, -2, &nlen);
+        if (memchr(name, 0, nlen))
+            luaL_error(L, "bad property name '%s...' to %s (contains a zero byte)", name, fname);
+        if ((i = find(name, nlen)) < 0) {
             const char *hint = closest(name);
             if (hint)
                 luaL_error(L, "unknown property '%s' to %s (did you mean '%s'?)", name, fname, hint);
@@ -284,7 +288,9 @@ void pmq_props_build(lua_State *L, int idx, MQTTProperties *p)
         return;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        int i = find(lua_tostring(L, -2));
+        size_t nlen;
+        const char *name = lua_tolstring(L, -2, &nlen);
+        int i = find(name, nlen);
         if (props[i].type == T_PAIR) {
             int n = (int)pmq_rawlen(L, -1);
             for (int k = 1; k <= n; k++) {
