@@ -12,7 +12,10 @@
 --
 -- Environment: BENCH_REPS (3), BENCH_SCALE (1.0: multiplies every message
 -- count), BENCH_CASES (a Lua pattern matched against case names, e.g.
--- "qos1" or "latency"), BENCH_SLOW_N (50000; 0 skips the slow consumer).
+-- "qos1" or "latency"), BENCH_SLOW_N (50000; 0 skips the slow consumer),
+-- BENCH_PACE (20: the window of the "paced" Lua runs, which wait for
+-- publish i-PACE before publish i, as raw.c does; the plain Lua runs
+-- publish everything at once and let the binding hold what does not fit).
 --
 -- Benchmarks are not tests: the exit status is 0 when everything ran,
 -- whatever the numbers; it is 1 only when a run failed (crashed, timed out
@@ -30,6 +33,9 @@ local REPS = tonumber(os.getenv("BENCH_REPS") or "3")
 local SCALE = tonumber(os.getenv("BENCH_SCALE") or "1")
 local ONLY = os.getenv("BENCH_CASES")
 local SLOW_N = tonumber(os.getenv("BENCH_SLOW_N") or "50000")
+-- the window raw.c keeps (the broker's Receive Maximum: mosquitto's
+-- max_inflight_messages, 20 by default) for the "paced" Lua runs
+local PACE = tonumber(os.getenv("BENCH_PACE") or "20")
 
 local function sleep(s) core.poll({}, s) end
 local now = core.now
@@ -128,6 +134,10 @@ local function run_one(impl, args)
   local cmd
   if impl == "c" then
     cmd = ("%s %s"):format(RAW, args)
+  elseif impl == "paced" then
+    -- the same program, pacing its publishes as raw.c does: publish i waits
+    -- for publish i-PACE to complete (PACE: mosquitto's Receive Maximum)
+    cmd = ("env BENCH_WINDOW=%d %s %s/bench.lua %s"):format(PACE, LUA, HERE, args)
   else
     cmd = ("%s %s/bench.lua %s"):format(LUA, HERE, args)
   end
@@ -166,10 +176,12 @@ local function col(runs, key)
 end
 
 -- runs C and Lua interleaved; returns {c = {results}, lua = {results}}
-local function interleave(args)
-  local res = { c = {}, lua = {} }
+local function interleave(args, impls)
+  impls = impls or { "c", "lua" }
+  local res = {}
+  for _, impl in ipairs(impls) do res[impl] = {} end
   for _ = 1, REPS do
-    for _, impl in ipairs { "c", "lua" } do
+    for _, impl in ipairs(impls) do
       local r = run_one(impl, args)
       if r then res[impl][#res[impl] + 1] = r end
     end
@@ -231,9 +243,10 @@ local ok, err = pcall(function()
     if wanted(case.name) then
       local n = n_of(case.n)
       print(("== throughput %s: %d messages of %d B at QoS %d"):format(case.name, n, case.size, case.qos))
-      local res = interleave(("throughput %s %d %d %d"):format(broker.uri, n, case.size, case.qos))
+      local res = interleave(("throughput %s %d %d %d"):format(broker.uri, n, case.size, case.qos),
+        { "c", "lua", "paced" })
       local row = { name = case.name }
-      for _, impl in ipairs { "c", "lua" } do
+      for _, impl in ipairs { "c", "lua", "paced" } do
         local runs = res[impl]
         row[impl] = {
           rate = median(col(runs, "msgs_per_s")),
@@ -257,9 +270,10 @@ local ok, err = pcall(function()
         }
       end
       row.ratio = ratio(row.lua.rate, row.c.rate)
+      row.pratio = ratio(row.paced.rate, row.c.rate)
       tput_rows[#tput_rows + 1] = row
-      print(("   C %s msg/s, Lua %s msg/s, Lua/C %s"):format(fmt_num(row.c.rate), fmt_num(row.lua.rate),
-        fmt_num(row.ratio, "%.2f")))
+      print(("   C %s msg/s, Lua %s msg/s, Lua/C %s; Lua paced like C %s msg/s, %s"):format(fmt_num(row.c.rate),
+        fmt_num(row.lua.rate), fmt_num(row.ratio, "%.2f"), fmt_num(row.paced.rate), fmt_num(row.pratio, "%.2f")))
       print()
     end
   end
@@ -300,6 +314,12 @@ local ok, err = pcall(function()
       print(("%-20s %9s %10s %6s %14s %15s %10s / %s"):format(r.name, fmt_num(r.c.rate), fmt_num(r.lua.rate),
         fmt_num(r.ratio, "%.2f"), fmt_num(r.c.cpu_us), fmt_num(r.lua.cpu_us),
         fmt_num(r.c.broker, "%.0f%%"), fmt_num(r.lua.broker, "%.0f%%")))
+    end
+    print()
+    print(("paced like C (publish i waits for i-%d)  C msg/s  Lua msg/s  Lua/C   Lua CPU us/msg"):format(PACE))
+    for _, r in ipairs(tput_rows) do
+      print(("%-38s %9s %10s %6s %15s"):format(r.name, fmt_num(r.c.rate), fmt_num(r.paced.rate),
+        fmt_num(r.pratio, "%.2f"), fmt_num(r.paced.cpu_us)))
     end
   end
   if #lat_rows > 0 then
