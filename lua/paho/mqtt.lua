@@ -664,6 +664,16 @@ local function op_failure(self, kind, rc, reason, text)
   if rc == -3 then
     return kind .. ": " .. self._c:not_connected(), "not_connected"
   end
+  if rc == -1 and kind == "publish" then
+    -- paho 1.3.12 (MQTTAsync_processCommand): writing the PUBLISH failed, so
+    -- it closed the connection and failed the request. A QoS 1/2 message is
+    -- already in its session by then and goes again after a reconnect that
+    -- keeps the session, but paho reports nothing more for it.
+    local cause = self._c:is_connected() and "" or ": " .. self._c:not_connected()
+    return fmt("publish: the connection failed while the message was being written (paho code -1)%s; "
+      .. "a QoS 1/2 message may still arrive: paho resends it after a reconnect that keeps the session, "
+      .. "without telling the result", cause), "disconnected"
+  end
   return fmt("%s failed: %s (paho code %d)", kind, text or "unknown error", rc or 0), "error"
 end
 
