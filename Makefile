@@ -8,9 +8,9 @@
 #   PAHO_LIBDIR  where libpaho-mqtt3as is          default: the linker's path
 #   CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, LUA_LIBDIR, LUA_SHAREDIR
 #
-# Targets: all (build), test, demo, bench, asan, valgrind, tsan, gc-stress,
-#          fuzz, lint, install, clean, deps (install the Debian packages the
-#          project needs).
+# Targets: all (build), test, test-all, ci, demo, bench, asan, valgrind, tsan,
+#          gc-stress, fuzz, lint, install, clean, deps (install the Debian
+#          packages the project needs).
 
 LUA         ?= lua5.4
 LUA_VERSION ?= $(if $(findstring luajit,$(LUA)),jit,$(patsubst lua%,%,$(notdir $(LUA))))
@@ -45,7 +45,7 @@ CORE     := $(BUILD)/paho/mqtt/core.so
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test test-all demo bench soak asan valgrind tsan gc-stress fuzz lint install clean
+.PHONY: all deps test test-all ci demo bench soak asan asan-build valgrind tsan tsan-build gc-stress gc-stress-build fuzz lint install clean
 
 all: $(CORE) build/tools/faultproxy
 
@@ -75,6 +75,13 @@ test: deps
 test-all:
 	@sh tools/test-all.sh $(BUSTED_ARGS)
 
+# what CI runs (.ci/run): lint, fuzz, the suite on every Lua and under asan,
+# tsan, valgrind and gc-stress, several suites at once (tools/ci.sh;
+# CI_PARTS picks parts, e.g. make ci CI_PARTS="valgrind tsan")
+CI_PARTS ?=
+ci:
+	@bash tools/ci.sh $(CI_PARTS)
+
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@sh tools/with-broker.sh sh -c '$(LUA) examples/session_demo.lua && echo && $(LUA) examples/keepalive_demo.lua'
@@ -100,15 +107,19 @@ soak: deps
 # interpreter gets the runtime by LD_PRELOAD, and so does every program the
 # specs start (mosquitto, sed, id...), whose own leaks are not ours: leak
 # checking is left to `make valgrind`, which checks only the Lua process.
-asan: deps
-	@$(MAKE) --no-print-directory BUILD=build/asan-$(LUA) \
-	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  LDFLAGS="-fsanitize=address,undefined" all
+# (asan-build, tsan-build, gc-stress-build: the build step alone, which
+# tools/ci.sh runs one after the other before the suites run side by side)
+asan: deps asan-build
 	@LUA_CPATH="$(CURDIR)/build/asan-$(LUA)/?.so;;" \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  sh tools/run-tests.sh $(LUA) $(BUSTED_ARGS)
+
+asan-build:
+	@$(MAKE) --no-print-directory BUILD=build/asan-$(LUA) \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" all
 
 valgrind: deps
 	@$(MAKE) --no-print-directory all
@@ -124,30 +135,37 @@ valgrind: deps
 # libpaho-mqtt3as (not instrumented) are suppressed in tools/tsan.supp, each
 # with its reason. A report fails the run (exit code 66).
 TSAN_SPECS ?=
-tsan: deps
-	@$(MAKE) --no-print-directory BUILD=build/tsan-$(LUA) \
-	  CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" LDFLAGS="-fsanitize=thread" all
-	$(CC) -O2 -g -std=c99 -Wall -Wextra -Werror -shared -fPIC -o build/tsan-$(LUA)/tsan-preload.so tools/tsan-preload.c -ldl
-	@mkdir -p build/tsan-$(LUA)/bin && ln -sf $(CURDIR)/tools/lua-wrap.sh build/tsan-$(LUA)/bin/$(LUA)
-	@ln -sfn $(dir $(LUA_INCDIR)) build/tsan-$(LUA)/include # luarocks looks for lua.h next to bin/
+tsan: deps tsan-build
 	@PMQ_WRAP=tsan PMQ_WRAP_LUA="$$(command -v $(LUA))" \
 	  PMQ_TSAN_PRELOAD="$$($(CC) -print-file-name=libtsan.so) $(CURDIR)/build/tsan-$(LUA)/tsan-preload.so" \
 	  PATH="$(CURDIR)/build/tsan-$(LUA)/bin:$$PATH" LUA_CPATH="$(CURDIR)/build/tsan-$(LUA)/?.so;;" \
 	  TSAN_OPTIONS="suppressions=$(CURDIR)/tools/tsan.supp halt_on_error=0 exitcode=66 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
 	  sh tools/run-tests.sh $(LUA) $(BUSTED_ARGS) $(TSAN_SPECS)
 
+tsan-build: build/tsan-$(LUA)/tsan-preload.so
+	@$(MAKE) --no-print-directory BUILD=build/tsan-$(LUA) \
+	  CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" LDFLAGS="-fsanitize=thread" all
+	@mkdir -p build/tsan-$(LUA)/bin && ln -sf $(CURDIR)/tools/lua-wrap.sh build/tsan-$(LUA)/bin/$(LUA)
+	@ln -sfn $(dir $(LUA_INCDIR)) build/tsan-$(LUA)/include # luarocks looks for lua.h next to bin/
+
+build/tsan-$(LUA)/tsan-preload.so: tools/tsan-preload.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -std=c99 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
+
 # The suite with the garbage collector running all the time
 # (tools/gc-stress.lua; PMQ_GC_MODE=incremental (default), generational or
 # full). A $(LUA) first in PATH (tools/lua-wrap.sh) runs busted, and every Lua
 # program the specs start, through tools/gc-stress.lua.
-gc-stress: deps
-	@$(MAKE) --no-print-directory all
-	@mkdir -p build/gc-stress-$(LUA)/bin && ln -sf $(CURDIR)/tools/lua-wrap.sh build/gc-stress-$(LUA)/bin/$(LUA)
-	@ln -sfn $(dir $(LUA_INCDIR)) build/gc-stress-$(LUA)/include # luarocks looks for lua.h next to bin/
+gc-stress: deps gc-stress-build
 	@echo "gc-stress: $(LUA), $${PMQ_GC_MODE:-incremental} collector"
 	@PMQ_WRAP=gc-stress PMQ_WRAP_LUA="$$(command -v $(LUA))" PMQ_GC_STRESS="$(CURDIR)/tools/gc-stress.lua" \
 	  PATH="$(CURDIR)/build/gc-stress-$(LUA)/bin:$$PATH" \
 	  sh tools/run-tests.sh $(LUA) $(BUSTED_ARGS)
+
+gc-stress-build:
+	@$(MAKE) --no-print-directory all
+	@mkdir -p build/gc-stress-$(LUA)/bin && ln -sf $(CURDIR)/tools/lua-wrap.sh build/gc-stress-$(LUA)/bin/$(LUA)
+	@ln -sfn $(dir $(LUA_INCDIR)) build/gc-stress-$(LUA)/include # luarocks looks for lua.h next to bin/
 
 # libFuzzer over the core's property and option code (fuzz/props_fuzz.c:
 # every src/*.c built with clang -fsanitize=fuzzer,address,undefined, linked
