@@ -198,11 +198,19 @@ function M.thread_count()
   return tonumber(s:match("Threads:%s*(%d+)"))
 end
 
--- at exit, never leave a broker behind
-M._guard = setmetatable({}, { __gc = function() M.stop_all() end })
+-- at exit, never leave a broker behind, nor this process's temporary
+-- directory (PMQ_KEEP_TMP=1 keeps it, with the brokers' logs, for a look)
+local function at_exit()
+  M.stop_all()
+  if tmproot and os.getenv("PMQ_KEEP_TMP") ~= "1" and tmproot:match("^/tmp/paho%-mqtt%-spec%.[%w]+$") then
+    sh("rm -rf '" .. tmproot .. "'")
+    tmproot = nil
+  end
+end
+M._guard = setmetatable({}, { __gc = at_exit })
 if _VERSION == "Lua 5.1" and newproxy then -- luacheck: ignore 113
   local p = newproxy(true) -- luacheck: ignore 113
-  getmetatable(p).__gc = function() M.stop_all() end
+  getmetatable(p).__gc = at_exit
   M._guard = p
 end
 
