@@ -229,6 +229,44 @@ describe("persistence", function()
     end
   ]]
 
+  it("starts a fresh paho handle when paho damaged its session, keeping what paho saved on disk", function()
+    -- paho 1.3.12 can leave freed memory in its in-flight list (a QoS 1/2
+    -- publish that it failed with -1, or an MQTT 5 DISCONNECT 0x81 from the
+    -- broker) and resend it after every reconnect. The client then connects
+    -- through a new paho handle with the same id and store. The damage is a
+    -- race that cannot be staged on demand, so this marks the client as
+    -- complete_op and lost() do when they see it.
+    local b = helper.broker()
+    local sub, slog = recorder { uri = b.uri, id = helper.uid("rsub") }
+    assert(sub:connect { clean_start = false, session_expiry = 300 })
+    assert(sub:subscribe("rebuild/t", 1))
+    local dir = helper.tmpdir() .. "/" .. helper.uid("rstore")
+    assert.is_true(helper.sh("mkdir -p " .. dir))
+    local c = assert(mqtt.client { uri = b.uri, id = helper.uid("rpub"), persistence = { dir = dir },
+      offline_queue = 100 })
+    local toks = {}
+    for i = 1, 3 do toks[i] = assert(c:publish("rebuild/t", "r" .. i, { qos = 1 })) end
+    c._damaged = true
+    assert(c:connect { clean_start = false, session_expiry = 300 })
+    assert.are.equal(1, c:stats().rebuilds)
+    -- the old handle's requests fail, saying why; paho restored the
+    -- messages from its store and sends them
+    for i = 1, 3 do
+      local ok, msg, code = toks[i]:wait(5)
+      assert.is_nil(ok)
+      assert.are.equal("disconnected", code)
+      assert.truthy(msg:find("fresh paho handle", 1, true), msg)
+      assert.truthy(msg:find("persistence store", 1, true), msg)
+    end
+    assert.is_true(until_(function() return #slog.message >= 3 end, 5))
+    -- and the new handle works
+    assert(c:publish("rebuild/t", "after", { qos = 1 }):wait(5))
+    assert.is_true(until_(function() return #slog.message >= 4 end, 5))
+    assert.are.same({ "r1", "r2", "r3", "after" }, payloads(slog.message))
+    c:close()
+    sub:close()
+  end)
+
   it("QoS 1 publishes made while the broker was down survive a SIGKILL of the publishing process", function()
     local b = helper.broker()
     local sid = helper.uid("psub")

@@ -98,14 +98,34 @@ static int bool_field(lua_State *L, int t, const char *k, int def)
 
 /* core.new{uris = {...}, id = "", version = 5, persist_dir = nil,
  *          offline_queue = 0, queue_max = 0, queue_max_bytes = 0} */
+/* paho's handle, from what l_new saved in c */
+static int create_handle(pmq_ctx *c)
+{
+    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+    int rc, rc_;
+    co.MQTTVersion = c->version == 5 ? MQTTVERSION_5 : c->version == 4 ? MQTTVERSION_3_1_1 : MQTTVERSION_3_1;
+    co.sendWhileDisconnected = c->mk_offline > 0;
+    co.allowDisconnectedSendAtAnyTime = c->mk_offline > 0;
+    /* paho counts every unsent request against this, connected or not */
+    co.maxBufferedMessages = c->mk_offline > 0 ? c->mk_offline : INT_MAX / 2;
+    rc = PAHO(MQTTAsync_createWithOptions(&c->handle, c->mk_uri, c->ka_id,
+                                          c->mk_dir ? MQTTCLIENT_PERSISTENCE_DEFAULT : MQTTCLIENT_PERSISTENCE_NONE,
+                                          (void *)c->mk_dir, &co));
+    if (rc != MQTTASYNC_SUCCESS)
+        return rc;
+    (void)PAHO(MQTTAsync_setCallbacks(c->handle, c, pmq_on_lost, pmq_on_message, NULL));
+    if (c->version == 5)
+        (void)PAHO(MQTTAsync_setDisconnected(c->handle, c, pmq_on_disconnected));
+    return MQTTASYNC_SUCCESS;
+}
+
 static int l_new(lua_State *L)
 {
     const char *fname = "client";
     const char *id, *dir;
-    int version, offline, rc, rc_;
+    int version, offline, rc;
     pmq_ctx *c;
     pmq_box *b;
-    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "uris");
@@ -140,27 +160,23 @@ static int l_new(lua_State *L)
 
     pthread_once(&anchor_once, make_anchor);
 
-    co.MQTTVersion = version == 5 ? MQTTVERSION_5 : version == 4 ? MQTTVERSION_3_1_1 : MQTTVERSION_3_1;
-    co.sendWhileDisconnected = offline > 0;
-    co.allowDisconnectedSendAtAnyTime = offline > 0;
-    /* paho counts every unsent request against this, connected or not */
-    co.maxBufferedMessages = offline > 0 ? offline : INT_MAX / 2;
     lua_getfield(L, 1, "uris");
     lua_rawgeti(L, -1, 1);
     c->ws = is_ws(lua_tostring(L, -1));
-    rc = PAHO(MQTTAsync_createWithOptions(&c->handle, lua_tostring(L, -1), id ? id : "",
-                                          dir ? MQTTCLIENT_PERSISTENCE_DEFAULT : MQTTCLIENT_PERSISTENCE_NONE,
-                                          (void *)dir, &co));
+    c->mk_uri = strdup(lua_tostring(L, -1));
     lua_pop(L, 2);
+    c->mk_dir = dir ? strdup(dir) : NULL;
+    c->mk_offline = offline;
+    if (!c->mk_uri || (dir && !c->mk_dir) || !c->ka_id)
+        return luaL_error(L, "client: out of memory");
+    rc = create_handle(c);
     if (rc != MQTTASYNC_SUCCESS) {
         c->handle = NULL;
         return pmq_fail(L, c, "client", rc);
     }
-    (void)PAHO(MQTTAsync_setCallbacks(c->handle, c, pmq_on_lost, pmq_on_message, NULL));
-    if (version == 5)
-        (void)PAHO(MQTTAsync_setDisconnected(c->handle, c, pmq_on_disconnected));
     return 1;
 }
+
 
 /* paho 1.3.12: a connect made within a few milliseconds of destroying a
  * handle sometimes fails at once with "socket error" (its receive thread
@@ -224,6 +240,8 @@ static void close_client(pmq_box *b, int timeout_ms)
     forget_secrets(c);
     pmq_queue_free(c);
     free(c->ka_id);
+    free(c->mk_uri);
+    free(c->mk_dir);
     free(c);
 }
 
@@ -235,6 +253,37 @@ static int l_close(lua_State *L)
         return luaL_error(L, "bad argument #1 to close (timeout out of range 0..3600)");
     close_client(b, (int)(t * 1000));
     return 0;
+}
+
+/* client:rebuild() -> true | nil, message, code: destroy paho's handle and
+ * create it again with the same id, URI and persistence directory. paho
+ * 1.3.12 keeps a publish whose first write failed in its in-flight list
+ * after freeing its topic and payload, and resends that freed memory after
+ * every reconnect (the broker closes the connection: "malformed packet"),
+ * for ever; a fresh handle starts clean (restoring what paho persisted, if
+ * the client has a persistence directory). Pending requests fail. */
+static int l_rebuild(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "rebuild");
+    int rc;
+    if (c->handle) {
+        pmq_paho_enter();
+        MQTTAsync_destroy(&c->handle); /* fails the pending requests (events) */
+        pmq_paho_leave();
+        __atomic_store_n(&last_destroy_ms, (long long)(pmq_now() * 1000.0), __ATOMIC_RELAXED);
+        c->handle = NULL;
+    }
+    pthread_mutex_lock(&c->mu);
+    __atomic_store_n(&c->connected, 0, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&c->mu);
+    pmq_ws_release(c);
+    rc = create_handle(c);
+    if (rc != MQTTASYNC_SUCCESS) {
+        c->handle = NULL;
+        return pmq_fail(L, c, "rebuild", rc);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 static int l_gc(lua_State *L)
@@ -994,6 +1043,7 @@ int pmq_open_client(lua_State *L)
         {"not_connected", l_not_connected},
         {"stats", l_stats},
         {"close", l_close},
+        {"rebuild", l_rebuild},
         {"closed", l_closed},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {

@@ -86,6 +86,9 @@ typedef struct pmq_ctx {
     MQTTAsync handle;
     int version;                 /* 3, 4 or 5 */
     int ws;                      /* created with a ws:// or wss:// URI */
+    /* what the handle was created with, to create it again (rebuild) */
+    char *mk_uri, *mk_dir;
+    int mk_offline;
 
     pthread_mutex_t mu;
     pmq_event *head, *tail;

@@ -507,7 +507,7 @@ function M.client(opts)
     _tokens = {},
     _state = "disconnected",
     _loss_gen = 0,
-    _stats = { messages_out = 0, bytes_out = 0, reconnects = 0 },
+    _stats = { messages_out = 0, bytes_out = 0, reconnects = 0, rebuilds = 0 },
     _inbox = nil,
     _inflight = 0,          -- QoS 1/2 publishes handed to paho, not yet acknowledged
     _inflight0 = 0,         -- QoS 0 publishes handed to paho, not yet sent
@@ -666,21 +666,42 @@ local function op_failure(self, kind, rc, reason, text)
   end
   if rc == -1 and kind == "publish" then
     -- paho 1.3.12 (MQTTAsync_processCommand): writing the PUBLISH failed, so
-    -- it closed the connection and failed the request. A QoS 1/2 message is
-    -- already in its session by then and goes again after a reconnect that
-    -- keeps the session, but paho reports nothing more for it.
+    -- it closed the connection and failed the request (see rebuild_if_damaged)
     local cause = self._c:is_connected() and "" or ": " .. self._c:not_connected()
     return fmt("publish: the connection failed while the message was being written (paho code -1)%s; "
-      .. "a QoS 1/2 message may still arrive: paho resends it after a reconnect that keeps the session, "
-      .. "without telling the result", cause), "disconnected"
+      .. "the message was not delivered", cause), "disconnected"
   end
   return fmt("%s failed: %s (paho code %d)", kind, text or "unknown error", rc or 0), "error"
 end
 
 local schedule_reconnect, reconnect_failed, resubscribe -- defined with connect
 
+-- Every CONNECT goes through here. After paho 1.3.12 damaged its session
+-- state (a QoS 1/2 publish failed with -1, see complete_op), the client
+-- first gets a fresh paho handle with the same id (and persistence
+-- directory: paho restores what it saved there, intact); the requests
+-- pending in the old one fail ("disconnected").
+local function core_connect(self, o)
+  if self._damaged then
+    self._damaged = nil
+    -- what the old handle still owes fails; say why
+    for _, tok in pairs(self._tokens) do tok.rebuilt = true end
+    for _, q in pairs(self._more or {}) do
+      for i = q.first, q.last do q[i].rebuilt = true end
+    end
+    local ok, err, code = self._c:rebuild()
+    if not ok then return nil, err, code end
+    self._stats.rebuilds = self._stats.rebuilds + 1
+  end
+  return self._c:connect(o)
+end
+
 local function lost(self, cause, message, code, props)
   if self._state ~= "connected" then return end
+  -- paho 1.3.12 can keep freed memory in its in-flight list (see
+  -- core_connect) and resend it after each reconnect; an MQTT 5 broker then
+  -- says "malformed packet" (DISCONNECT 0x81) and closes the connection
+  if cause == "broker" and code == 0x81 then self._damaged = true end
   local again = self._reconnect ~= nil and cause ~= "client" and not self._closed
   self._state = again and "reconnecting" or "disconnected"
   self._loss_gen = self._loss_gen + 1
@@ -781,7 +802,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     local o = copy(self._copts)
     o.clean = false
     if #self._uris > 1 then o.uris = { self._uris[self._uri_index or 1] } end
-    local cok, err = self._c:connect(o)
+    local cok, err = core_connect(self, o)
     if not cok then
       local adopt = self._adopt
       self._adopt = nil
@@ -834,7 +855,20 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     if self._offline_n > 0 then self._kick = true end
   end
   if not ok then
+    if rc == -1 and kind == "publish" and tok.qos and tok.qos > 0 then
+      -- paho 1.3.12 freed this publish's topic and payload but kept it in
+      -- its in-flight list; it would resend that freed memory after every
+      -- reconnect (the broker: "malformed packet") for ever
+      -- (eclipse/paho.mqtt.c#1401; tools/paho-resend-repro.c)
+      self._damaged = true
+    end
     local msg, code = op_failure(self, kind, rc, reason, text)
+    if tok.rebuilt then
+      msg, code = fmt("%s: not completed: the client started a fresh paho handle, as paho had damaged its "
+        .. "session state (a publish failed while being written)%s", kind, self._persist and kind == "publish"
+        and "; a publish paho had saved in the persistence store is sent again from there, untracked" or ""),
+        "disconnected"
+    end
     finish(tok, false, msg, code)
   elseif kind == "publish" and reason and reason >= 0x80 then
     finish(tok, false, fmt("publish refused: %s", reason_text(reason)), "refused")
@@ -982,7 +1016,7 @@ local function attempt(ref)
     end
   end
   if not msg then
-    local ok, err = self._c:connect(o)
+    local ok, err = core_connect(self, o)
     if ok then
       self._attempting = true
       self._attempts = (self._attempts or 0) + 1
@@ -1158,7 +1192,7 @@ function Client:connect(opts)
   for i = 1, #self._uris do
     if #self._uris > 1 then o.uris = { self._uris[i] } end
     self._uri_index = i
-    r, msg, ecode = connect_once(self, c, o, timeout)
+    r, msg, ecode = connect_once(self, o, timeout)
     if r then return true, msg end
     if ecode == "refused" or self._closed then break end
   end
@@ -1166,8 +1200,8 @@ function Client:connect(opts)
 end
 
 -- one CONNECT and its CONNACK
-function connect_once(self, c, o, timeout)
-  local ok, err, code = c:connect(o)
+function connect_once(self, o, timeout)
+  local ok, err, code = core_connect(self, o)
   if not ok then return nil, err, code end
   self._state = "connecting"
   local tok = new_token(self, "connect")
@@ -1563,6 +1597,7 @@ function Client:stats()
   s.messages_out = self._stats.messages_out
   s.bytes_out = self._stats.bytes_out
   s.reconnects = self._stats.reconnects
+  s.rebuilds = self._stats.rebuilds -- fresh paho handles after paho damaged its session
   s.reconnect_attempts = self._attempts or 0
   -- paho pings after `keepalive` s of silence and gives up 1.5 x keepalive
   -- later; its timer runs about once a second
