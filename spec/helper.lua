@@ -40,7 +40,11 @@ end
 local tmproot
 local function tmpdir()
   if not tmproot then
-    local p = io.popen("mktemp -d /tmp/paho-mqtt-spec.XXXXXX")
+    -- under PMQ_TMP_ROOT when tools/run-tests.sh set one (it removes the
+    -- whole root after the run), else /tmp
+    local root = os.getenv("PMQ_TMP_ROOT")
+    if not root or not root:match("^/[%w%./_-]+$") then root = "/tmp" end
+    local p = io.popen("mktemp -d " .. root .. "/paho-mqtt-spec.XXXXXX")
     tmproot = p:read("*l")
     p:close()
   end
@@ -198,19 +202,11 @@ function M.thread_count()
   return tonumber(s:match("Threads:%s*(%d+)"))
 end
 
--- at exit, never leave a broker behind, nor this process's temporary
--- directory (PMQ_KEEP_TMP=1 keeps it, with the brokers' logs, for a look)
-local function at_exit()
-  M.stop_all()
-  if tmproot and os.getenv("PMQ_KEEP_TMP") ~= "1" and tmproot:match("^/tmp/paho%-mqtt%-spec%.[%w]+$") then
-    sh("rm -rf '" .. tmproot .. "'")
-    tmproot = nil
-  end
-end
-M._guard = setmetatable({}, { __gc = at_exit })
+-- at exit, never leave a broker behind
+M._guard = setmetatable({}, { __gc = function() M.stop_all() end })
 if _VERSION == "Lua 5.1" and newproxy then -- luacheck: ignore 113
   local p = newproxy(true) -- luacheck: ignore 113
-  getmetatable(p).__gc = at_exit
+  getmetatable(p).__gc = function() M.stop_all() end
   M._guard = p
 end
 

@@ -8,6 +8,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 [ -n "$LUA_PATH" ] || export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/?.lua;;"
 [ -n "$LUA_CPATH" ] || export LUA_CPATH="$root/build/$lua/?.so;;"
 out=$(mktemp)
+# the specs' temporary directories (spec/helper.lua) go under one root per
+# run, removed at the end; PMQ_KEEP_TMP=1 keeps it (brokers' logs and all)
+export PMQ_TMP_ROOT="$(mktemp -d /tmp/paho-mqtt-run.XXXXXX)"
 if [ -n "$PMQ_VALGRIND" ]; then
   runner="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --suppressions=tools/valgrind.supp --num-callers=30 $lua"
 else
@@ -26,6 +29,7 @@ fi
 # busted: "12 successes / 0 failures / 0 errors / 0 pending : 3.2 seconds"
 line=$(grep -a -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g')
 rm -f "$out" "$out.rc"
+if [ "$PMQ_KEEP_TMP" = 1 ]; then echo "run-tests: kept $PMQ_TMP_ROOT"; else rm -rf "$PMQ_TMP_ROOT"; fi
 if [ -z "$line" ]; then
   echo "0 passed, 1 failed"
   exit 1
