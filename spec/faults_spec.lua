@@ -1,16 +1,21 @@
 -- Zero loss under faults: N (20,000) QoS 1 and N QoS 2 messages from an
 -- MQTT 5 publisher with a session (clean_start = false, session_expiry
--- 3600 s, reconnect on, offline queue) while the broker is stopped and
+-- 3600 s, reconnect on, offline queue, paho's persistence store in a
+-- directory: `persistence = {dir}`) while the broker is stopped and
 -- restarted twice (SIGTERM: mosquitto saves its sessions to its persistence
 -- file) and the publisher's connection is cut twice through the fault proxy.
 -- QoS 1: every message arrives at least once; QoS 2: exactly once; every
 -- publish token completes. Prints the duplicate counts.
 --
--- Environment: PMQ_FAULT_N (messages per QoS), PMQ_FAULT_V (MQTT version,
--- 5), PMQ_FAULT_PERSIST=1 (the publisher also keeps paho's persistence
--- store in a directory: with paho.mqtt.c 1.3.12 that does not pass, see
--- docs/sessions-and-keepalive.md), PMQ_FAULT_KILL=1 (the broker restarts
--- after SIGKILL: what it loses), PMQ_DEBUG=1 (print every event).
+-- Environment: PMQ_FAULT_N (messages per QoS; 20,000, 5,000 under
+-- valgrind), PMQ_FAULT_V (MQTT version, 5), PMQ_FAULT_PERSIST=0 (the
+-- session in memory only), PMQ_FAULT_KILL=1 (the broker restarts after
+-- SIGKILL: what it loses), PMQ_DEBUG=1 (print every event).
+--
+-- If paho damages its session (a publish failed while being written, see
+-- docs/deployment.md), the client rebuilds its paho handle: the tokens it
+-- had pending then fail, saying so, while paho sends their messages again
+-- from the store; the counts below still hold.
 --
 -- Found on 2026-11-29 without a Session Expiry on the MQTT 5 publisher
 -- (expiry 0: the session ends with each connection): 2 QoS 1 and 10 QoS 2
@@ -20,7 +25,7 @@ local helper = require "helper"
 local mqtt = require "paho.mqtt"
 local fp = require "faultproxy"
 
-local N = tonumber(os.getenv("PMQ_FAULT_N") or "20000")
+local N = tonumber(os.getenv("PMQ_FAULT_N") or (os.getenv("PMQ_VALGRIND") and "5000" or "20000"))
 -- PMQ_FAULT_KILL=1: the broker restarts after SIGKILL instead of SIGTERM, so
 -- it loses what it had not saved (autosave); a measurement of the broker's
 -- window, expected to fail the zero-loss assertions
@@ -59,12 +64,12 @@ describe("faults under load", function()
     assert(sub:subscribe { { "load/q1", 1 }, { "load/q2", 2 } })
 
     -- the publisher: through the proxy; its session (with the messages in
-    -- flight) kept by paho in memory and by mosquitto across its restarts
+    -- flight) kept by paho in its store on disk and by mosquitto across its restarts
     local dir = helper.tmpdir() .. "/" .. helper.uid("fpub-store")
     assert.is_true(helper.sh("mkdir -p " .. dir))
     local pub = assert(mqtt.client { uri = p.uri, id = helper.uid("fpub"),
       version = tonumber(os.getenv("PMQ_FAULT_V") or 5),
-      persistence = os.getenv("PMQ_FAULT_PERSIST") == "1" and { dir = dir } or nil,
+      persistence = os.getenv("PMQ_FAULT_PERSIST") ~= "0" and { dir = dir } or nil,
       offline_queue = 2 * N })
     local debug = os.getenv("PMQ_DEBUG")
     pub:on("connect", function(info)
@@ -138,16 +143,21 @@ describe("faults under load", function()
       end
     end
     print(("\n    %d + %d messages in %.1f s, faults %d, reconnects pub %d sub %d, publishes refused %d; "
-      .. "missing q1 %d q2 %d; duplicates q1 %d q2 %d; failed tokens %d")
+      .. "missing q1 %d q2 %d; duplicates q1 %d q2 %d; failed tokens %d; paho handle rebuilds %d")
       :format(N, N, helper.now() - t0, events.faults, events.pub, events.sub, refused,
-        missing[1], missing[2], dups[1], dups[2], #failed))
+        missing[1], missing[2], dups[1], dups[2], #failed, pub:stats().rebuilds))
     if os.getenv("PMQ_DEBUG") then print(helper.read(b.dir .. "/mosquitto.log")) end
     assert.are.equal(4, events.faults)
     assert.is_true(events.pub >= 4)
     assert.are.equal(0, missing[1])
     assert.are.equal(0, missing[2])
     assert.are.equal(0, dups[2]) -- QoS 2: exactly once
-    assert.are.same({}, failed)
+    -- every token succeeded, but for those a rebuild of paho's handle ended
+    local unexplained = {}
+    for _, f in ipairs(failed) do
+      if not f:find("fresh paho handle", 1, true) then unexplained[#unexplained + 1] = f end
+    end
+    assert.are.same({}, unexplained)
     pub:close()
     sub:close()
     p:stop()
