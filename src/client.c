@@ -195,6 +195,17 @@ static void settle_after_destroy(void)
     }
 }
 
+/* destroy fails the pending requests (their callbacks run here, on this
+ * thread) and waits for any callback of this client in flight; it sets
+ * c->handle to NULL */
+static void destroy_handle(pmq_ctx *c)
+{
+    pmq_paho_enter();
+    MQTTAsync_destroy(&c->handle);
+    pmq_paho_leave();
+    __atomic_store_n(&last_destroy_ms, (long long)(pmq_now() * 1000.0), __ATOMIC_RELAXED);
+}
+
 static void forget_secrets(pmq_ctx *c)
 {
     for (int i = 0; i < 2; i++) {
@@ -227,12 +238,7 @@ static void close_client(pmq_box *b, int timeout_ms)
                     nanosleep(&ts, NULL);
             }
         }
-        /* destroy fails the pending requests (their callbacks run here, on
-         * this thread) and waits for any callback of this client in flight */
-        pmq_paho_enter();
-        MQTTAsync_destroy(&c->handle);
-        pmq_paho_leave();
-        __atomic_store_n(&last_destroy_ms, (long long)(pmq_now() * 1000.0), __ATOMIC_RELAXED);
+        destroy_handle(c);
     }
     pmq_wait_idle(c);
     pmq_ws_release(c);
@@ -266,13 +272,8 @@ static int l_rebuild(lua_State *L)
 {
     pmq_ctx *c = check_open(L, "rebuild");
     int rc;
-    if (c->handle) {
-        pmq_paho_enter();
-        MQTTAsync_destroy(&c->handle); /* fails the pending requests (events) */
-        pmq_paho_leave();
-        __atomic_store_n(&last_destroy_ms, (long long)(pmq_now() * 1000.0), __ATOMIC_RELAXED);
-        c->handle = NULL;
-    }
+    if (c->handle)
+        destroy_handle(c);
     pthread_mutex_lock(&c->mu);
     __atomic_store_n(&c->connected, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->mu);
