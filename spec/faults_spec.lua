@@ -43,6 +43,28 @@ local function until_(cond, timeout)
   return helper.eventually(cond, timeout, mqtt)
 end
 
+-- counts[q][i]: arrivals of message i at QoS q (1, 2). Waits up to
+-- `timeout` s for messages 1..n at both, then `settle` s for late
+-- duplicates; returns the missing and duplicate counts per QoS
+local function tally(counts, n, timeout, settle)
+  local function complete()
+    for q = 1, 2 do
+      for i = 1, n do if not counts[q][i] then return false end end
+    end
+    return true
+  end
+  until_(complete, timeout)
+  mqtt.sleep(settle) -- late duplicates, if any
+  local missing, dups = { 0, 0 }, { 0, 0 }
+  for q = 1, 2 do
+    for i = 1, n do
+      local c = counts[q][i]
+      if not c then missing[q] = missing[q] + 1 elseif c > 1 then dups[q] = dups[q] + c - 1 end
+    end
+  end
+  return missing, dups
+end
+
 describe("faults under load", function()
   teardown(function() helper.stop_all() end)
 
@@ -137,21 +159,7 @@ describe("faults under load", function()
       end
     end
     -- and everything arrives
-    local function complete()
-      for q = 1, 2 do
-        for i = 1, N do if not counts[q][i] then return false end end
-      end
-      return true
-    end
-    until_(complete, 120 * SLOW)
-    mqtt.sleep(1) -- late duplicates, if any
-    local missing, dups = { 0, 0 }, { 0, 0 }
-    for q = 1, 2 do
-      for i = 1, N do
-        local c = counts[q][i]
-        if not c then missing[q] = missing[q] + 1 elseif c > 1 then dups[q] = dups[q] + c - 1 end
-      end
-    end
+    local missing, dups = tally(counts, N, 120 * SLOW, 1)
     print(("\n    %d + %d messages in %.1f s, faults %d, reconnects pub %d sub %d, publishes refused %d; "
       .. "missing q1 %d q2 %d; duplicates q1 %d q2 %d; failed tokens %d; paho handle rebuilds %d")
       :format(N, N, helper.now() - t0, events.faults, events.pub, events.sub, refused,
@@ -261,21 +269,7 @@ describe("faults under load", function()
     local k0 = completed()
     assert.is_true(helper.sh(("%s %s %s %s %s %d %d %s >>%s 2>&1"):format(
       lua, path, b.uri, id, dir, k0 + 1, 2 * n, progress, out)), helper.read(out))
-    local function complete()
-      for qq = 1, 2 do
-        for k = 1, n do if not counts[qq][k] then return false end end
-      end
-      return true
-    end
-    until_(complete, 30 * SLOW)
-    mqtt.sleep(0.5) -- late duplicates, if any
-    local missing, dups = { 0, 0 }, { 0, 0 }
-    for qq = 1, 2 do
-      for k = 1, n do
-        local c = counts[qq][k]
-        if not c then missing[qq] = missing[qq] + 1 elseif c > 1 then dups[qq] = dups[qq] + c - 1 end
-      end
-    end
+    local missing, dups = tally(counts, n, 30 * SLOW, 0.5)
     print(("\n    %d + %d messages, publisher killed after %d completed publishes and started again; "
       .. "missing q1 %d q2 %d; duplicates q1 %d q2 %d"):format(n, n, k0, missing[1], missing[2], dups[1], dups[2]))
     assert.are.equal(0, missing[1])
