@@ -666,7 +666,8 @@ local function op_failure(self, kind, rc, reason, text)
   end
   if rc == -1 and kind == "publish" then
     -- paho 1.3.12 (MQTTAsync_processCommand): writing the PUBLISH failed, so
-    -- it closed the connection and failed the request (see rebuild_if_damaged)
+    -- it closed the connection and failed the request (complete_op marks the
+    -- client damaged; core_connect rebuilds paho's handle)
     local cause = self._c:is_connected() and "" or ": " .. self._c:not_connected()
     return fmt("publish: the connection failed while the message was being written (paho code -1)%s; "
       .. "the message was not delivered", cause), "disconnected"
