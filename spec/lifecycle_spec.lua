@@ -246,6 +246,7 @@ describe("lifecycle", function()
       local fired = 0
       local alive = setmetatable({}, { __mode = "k" })
       local fds0, threads0 = helper.fd_count(), helper.thread_count()
+      local map0 = helper.fd_map()
       do
         local x = assert(mqtt.client{ uri = broker.uri, id = helper.uid("gcsub"), queue_max = 100 })
         assert(x:connect{})
@@ -271,10 +272,17 @@ describe("lifecycle", function()
       assert.are.equal(0, fired)
       assert.is_true(pub:is_connected())
       collectgarbage("collect")
+      -- a descriptor another part of the process opens meanwhile (a client of
+      -- an earlier spec reconnecting, a popen) is no leak if it goes again
       local fds1, threads1 = helper.fd_count(), helper.thread_count()
+      for _ = 1, 25 do
+        if fds1 <= fds0 then break end
+        mqtt.dispatch(0.2)
+        fds1, threads1 = helper.fd_count(), helper.thread_count()
+      end
       print(("\n    collected in %.2f s; fds %d -> %d, threads %d -> %d"):format(took, fds0, fds1,
         threads0, threads1))
-      assert.is_true(fds1 <= fds0, "descriptors leaked")
+      assert.is_true(fds1 <= fds0, "descriptors leaked: " .. helper.fd_diff(map0, helper.fd_map()))
       assert.is_true(threads1 <= threads0 + 1, "threads leaked") -- +1: paho's keepalive watchdog may start
     end)
 

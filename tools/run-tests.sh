@@ -29,6 +29,18 @@ fi
 # busted: "12 successes / 0 failures / 0 errors / 0 pending : 3.2 seconds"
 line=$(grep -a -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g')
 rm -f "$out" "$out.rc"
+# brokers and fault proxies a crashed or killed suite left running: their
+# command lines name files under PMQ_TMP_ROOT (the specs stop their own)
+left=
+for d in /proc/[0-9]*; do
+  case "$(tr '\0' ' ' 2>/dev/null < "$d/cmdline")" in
+    *"$PMQ_TMP_ROOT/"*) left="$left ${d#/proc/}" ;;
+  esac
+done
+if [ -n "$left" ]; then
+  echo "run-tests: stopping processes the suite left running: $left"
+  kill -9 $left 2>/dev/null
+fi
 if [ "$PMQ_KEEP_TMP" = 1 ]; then echo "run-tests: kept $PMQ_TMP_ROOT"; else rm -rf "$PMQ_TMP_ROOT"; fi
 if [ -z "$line" ]; then
   echo "0 passed, 1 failed"
