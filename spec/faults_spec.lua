@@ -65,6 +65,17 @@ local function tally(counts, n, timeout, settle)
   return missing, dups
 end
 
+-- "k n, k n" for a table of counts, the largest first
+local function summary(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = k end
+  table.sort(ks, function(a, b) return t[a] > t[b] end)
+  local out = {}
+  for i = 1, math.min(#ks, 6) do out[#out + 1] = ("%s: %d"):format(ks[i], t[ks[i]]) end
+  if #ks > 6 then out[#out + 1] = ("and %d more kinds"):format(#ks - 6) end
+  return #out > 0 and table.concat(out, "; ") or "none"
+end
+
 describe("faults under load", function()
   teardown(function() helper.stop_all() end)
 
@@ -77,9 +88,11 @@ describe("faults under load", function()
 
     -- the subscriber: a session mosquitto writes to disk (Clean Start off from the start)
     local sub = assert(mqtt.client { uri = b.uri, id = helper.uid("fsub"), queue_max = 50000, version = 4 })
+    local corrupt = 0 -- messages that are none of ours (paho resending freed memory)
     sub:on("message", function(m)
       local q, i = m.payload:match("^q(%d)%-(%d+)$")
       local c = counts[tonumber(q)]
+      if not c or m.topic ~= "load/q" .. q then corrupt = corrupt + 1 return end
       i = tonumber(i)
       c[i] = (c[i] or 0) + 1
     end)
@@ -102,8 +115,14 @@ describe("faults under load", function()
       if info.reconnect then events.pub = events.pub + 1 end
       if debug then print("pub connect", helper.now(), info.reconnect, info.session_present) end
     end)
-    if os.getenv("PMQ_DEBUG") then
-      pub:on("disconnect", function(r) print("pub disconnect", helper.now(), r.cause, r.message) end)
+    -- the publisher's losses, by cause (and reason code), for the summary
+    local losses = {}
+    pub:on("disconnect", function(r)
+      local k = r.cause .. (r.code and ("/0x%02x"):format(r.code) or "")
+      losses[k] = (losses[k] or 0) + 1
+      if debug then print("pub disconnect", helper.now(), r.cause, r.code, r.message) end
+    end)
+    if debug then
       pub:on("connect_failed", function(r) print("pub connect_failed", helper.now(), r.message, r.retry_in) end)
     end
     -- MQTT 5 needs a Session Expiry for the session to outlive a loss
@@ -164,12 +183,19 @@ describe("faults under load", function()
       .. "missing q1 %d q2 %d; duplicates q1 %d q2 %d; failed tokens %d; paho handle rebuilds %d")
       :format(N, N, helper.now() - t0, events.faults, events.pub, events.sub, refused,
         missing[1], missing[2], dups[1], dups[2], #failed, pub:stats().rebuilds))
+    print("    publisher disconnects: " .. summary(losses) .. "; messages not ours: " .. corrupt)
+    if #failed > 0 then
+      local why = {}
+      for _, f in ipairs(failed) do why[f] = (why[f] or 0) + 1 end
+      print("    failed tokens: " .. summary(why))
+    end
     if os.getenv("PMQ_DEBUG") then print(helper.read(b.dir .. "/mosquitto.log")) end
     assert.are.equal(4, events.faults)
     assert.is_true(events.pub >= 4)
     assert.are.equal(0, missing[1])
     assert.are.equal(0, missing[2])
     assert.are.equal(0, dups[2]) -- QoS 2: exactly once
+    assert.are.equal(0, corrupt, "messages arrived that were never published")
     -- every token succeeded, but for those a rebuild of paho's handle ended
     local unexplained = {}
     for _, f in ipairs(failed) do

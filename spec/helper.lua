@@ -99,7 +99,9 @@ function Broker:start()
   assert(not self.pid, "broker already running")
   for _ = 1, 10 do
     local log = self.dir .. "/mosquitto.log"
-    os.remove(log)
+    -- the log of the broker's previous life is kept as mosquitto.log.<n>
+    self.lives = (self.lives or 0) + 1
+    os.rename(log, log .. "." .. self.lives)
     local p = io.popen(("mosquitto -c %s/mosquitto.conf >%s.out 2>&1 & echo $!"):format(self.dir, log))
     local pid = tonumber(p:read("*l"))
     p:close()

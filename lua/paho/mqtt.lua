@@ -664,6 +664,10 @@ local function op_failure(self, kind, rc, reason, text)
   if rc == -3 then
     return kind .. ": " .. self._c:not_connected(), "not_connected"
   end
+  if rc == -2 and kind == "publish" then
+    return "publish: paho could not write the message to its persistence store (paho code -2); "
+      .. "the message was not delivered", "error"
+  end
   if rc == -1 and kind == "publish" then
     -- paho 1.3.12 (MQTTAsync_processCommand): writing the PUBLISH failed, so
     -- it closed the connection and failed the request (complete_op marks the
@@ -856,11 +860,13 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     if self._offline_n > 0 then self._kick = true end
   end
   if not ok then
-    if rc == -1 and kind == "publish" and tok.qos and tok.qos > 0 then
+    if (rc == -1 or rc == -2) and kind == "publish" and tok.qos and tok.qos > 0 then
       -- paho 1.3.12 freed this publish's topic and payload but kept it in
       -- its in-flight list; it would resend that freed memory after every
       -- reconnect (the broker: "malformed packet") for ever
-      -- (eclipse/paho.mqtt.c#1401; tools/paho-resend-repro.c)
+      -- (eclipse/paho.mqtt.c#1401; tools/paho-resend-repro.c). -2
+      -- (MQTTASYNC_PERSISTENCE_ERROR: writing its store failed) takes the
+      -- same path in MQTTAsync_processCommand as -1 (SOCKET_ERROR).
       self._damaged = true
     end
     local msg, code = op_failure(self, kind, rc, reason, text)
