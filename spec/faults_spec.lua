@@ -162,7 +162,7 @@ describe("faults under load", function()
       if i % 200 == 0 then mqtt.dispatch(0) end
     end
     -- every publish completes
-    local failed = {}
+    local failed, shown = {}, 0
     local deadline = helper.now() + 120 * SLOW -- for all of them together
     for _, tok in ipairs(tokens) do
       local ok, msg, code = tok:wait(math.max(0, deadline - helper.now()))
@@ -174,6 +174,16 @@ describe("faults under load", function()
       end
       if not ok then
         failed[#failed + 1] = tostring(code) .. ": " .. tostring(msg)
+        local rebuilt = tostring(msg):find("fresh paho handle", 1, true)
+        if not rebuilt then shown = shown + 1 end
+        if not rebuilt and shown <= 3 then -- where it was: held by the client, or handed to paho
+          local fields = {}
+          for k, v in pairs(tok) do
+            if type(v) ~= "table" and type(v) ~= "function" then fields[#fields + 1] = k .. "=" .. tostring(v) end
+          end
+          table.sort(fields)
+          print("    failed token " .. #failed .. ": " .. table.concat(fields, " "))
+        end
         if os.getenv("PMQ_DEBUG") then print("failed token", code, msg) end
       end
     end
@@ -185,6 +195,9 @@ describe("faults under load", function()
         missing[1], missing[2], dups[1], dups[2], #failed, pub:stats().rebuilds))
     print("    publisher disconnects: " .. summary(losses) .. "; messages not ours: " .. corrupt)
     if #failed > 0 then
+      local st = pub:stats()
+      print(("    publisher now: inflight %s, held %s, offline queued %s"):format(tostring(st.inflight),
+        tostring(st.held), tostring(st.offline_queued)))
       local why = {}
       for _, f in ipairs(failed) do why[f] = (why[f] or 0) + 1 end
       print("    failed tokens: " .. summary(why))

@@ -267,6 +267,56 @@ describe("persistence", function()
     sub:close()
   end)
 
+  it("starts a fresh paho handle after 3 connections in a row end right after their CONNACK", function()
+    -- how paho's damaged session can look with persistence: no failed
+    -- publish and no reason code, each new connection closed at once (the
+    -- broker reading the malformed resend). Staged here with the fault
+    -- proxy: the connect handler resets the link, 3 times.
+    local b = helper.broker()
+    local p = fp.start(b.port)
+    local sub, slog = recorder { uri = b.uri, id = helper.uid("qsub") }
+    assert(sub:connect { clean_start = false, session_expiry = 300 })
+    assert(sub:subscribe("quick/t", 1))
+    local dir = helper.tmpdir() .. "/" .. helper.uid("qstore")
+    assert.is_true(helper.sh("mkdir -p " .. dir))
+    local c = assert(mqtt.client { uri = p.uri, id = helper.uid("qpub"), persistence = { dir = dir },
+      offline_queue = 100 })
+    local connects, cut = 0, 0
+    c:on("connect", function()
+      connects = connects + 1
+      if connects >= 2 and cut < 3 then -- the first connect stays up: a publish is in the store
+        cut = cut + 1
+        p:reset()
+      end
+    end)
+    assert(c:connect { clean_start = false, session_expiry = 300, reconnect = { min = 0.1, max = 0.2 } })
+    assert(c:publish("quick/t", "q1", { qos = 1 }):wait(5))
+    helper.sleep(0.6) -- past the 0.5 s window: this loss is not quick
+    p:reset()
+    assert.is_true(until_(function() return cut == 3 and c:is_connected() end, 15),
+      ("connects %d, cuts %d"):format(connects, cut))
+    -- losses 2..4 each came at once after a connect: the 5th connect went
+    -- through a fresh handle; the first loss did not count
+    assert.are.equal(1, c:stats().rebuilds)
+    assert(c:publish("quick/t", "q2", { qos = 1 }):wait(5))
+    assert.is_true(until_(function() return #slog.message >= 2 end, 5))
+    assert.are.same({ "q1", "q2" }, payloads(slog.message))
+    -- without persistence nothing is rebuilt: a fresh handle would drop what is in flight
+    local c2 = assert(mqtt.client { uri = p.uri, id = helper.uid("qmem") })
+    local n2, cut2 = 0, 0
+    c2:on("connect", function()
+      n2 = n2 + 1
+      if cut2 < 3 then cut2 = cut2 + 1 p:reset() end
+    end)
+    assert(c2:connect { reconnect = { min = 0.1, max = 0.2 } })
+    assert.is_true(until_(function() return cut2 == 3 and n2 >= 4 and c2:is_connected() end, 15))
+    assert.are.equal(0, c2:stats().rebuilds)
+    c2:close()
+    c:close()
+    sub:close()
+    p:stop()
+  end)
+
   it("QoS 1 publishes made while the broker was down survive a SIGKILL of the publishing process", function()
     local b = helper.broker()
     local sid = helper.uid("psub")

@@ -790,6 +790,8 @@ static int l_publish(lua_State *L)
     pmq_ctx *c = check_open(L, "publish");
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     MQTTAsync_message m = MQTTAsync_message_initializer;
+    pmq_subop *op;
+    int op_n;
     size_t plen = 0;
     const char *topic, *payload = NULL;
     int rc, rc_, has_props = !lua_isnoneornil(L, 6);
@@ -802,7 +804,14 @@ static int l_publish(lua_State *L)
     m.payload = (void *)(payload ? payload : "");
     m.payloadlen = (int)plen;
     m.retained = lua_toboolean(L, 5);
-    ro.context = c;
+    /* the events name the publish by its own number (see pmq_subop) */
+    if (++c->pub_seq <= 0)
+        c->pub_seq = 1;
+    op_n = c->pub_seq;
+    op = pmq_subop_new(c, op_n);
+    if (!op)
+        return luaL_error(L, "publish: out of memory");
+    ro.context = op;
     if (c->version == 5) {
         ro.onSuccess5 = pmq_publish_ok5;
         ro.onFailure5 = pmq_publish_fail5;
@@ -816,11 +825,12 @@ static int l_publish(lua_State *L)
     if (has_props)
         MQTTProperties_free(&m.properties);
     if (rc != MQTTASYNC_SUCCESS) {
+        pmq_subop_free(op); /* paho calls back only for what it took */
         if (rc == MQTTASYNC_BAD_UTF8_STRING)
             return luaL_error(L, "bad argument 'topic' to publish (not valid UTF-8)");
         return pmq_fail(L, c, "publish", rc);
     }
-    lua_pushinteger(L, ro.token);
+    lua_pushinteger(L, op_n);
     return 1;
 }
 

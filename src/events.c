@@ -461,9 +461,9 @@ static void add_tls_reason(pmq_ctx *c, pmq_event *e)
     pthread_mutex_unlock(&c->mu);
 }
 
-static void fail3(pmq_ctx *c, int kind, MQTTAsync_failureData *r)
+static void fail3t(pmq_ctx *c, int kind, MQTTAsync_failureData *r, int token)
 {
-    pmq_event *e = op_event(kind, 0, r ? r->token : 0);
+    pmq_event *e = op_event(kind, 0, token);
     if (!e)
         return;
     if (r) {
@@ -475,9 +475,9 @@ static void fail3(pmq_ctx *c, int kind, MQTTAsync_failureData *r)
     post(c, e);
 }
 
-static void fail5(pmq_ctx *c, int kind, MQTTAsync_failureData5 *r)
+static void fail5t(pmq_ctx *c, int kind, MQTTAsync_failureData5 *r, int token)
 {
-    pmq_event *e = op_event(kind, 0, r ? r->token : 0);
+    pmq_event *e = op_event(kind, 0, token);
     if (!e)
         return;
     if (r) {
@@ -490,6 +490,16 @@ static void fail5(pmq_ctx *c, int kind, MQTTAsync_failureData5 *r)
     if (kind == PMQ_OP_CONNECT)
         add_tls_reason(c, e);
     post(c, e);
+}
+
+static void fail3(pmq_ctx *c, int kind, MQTTAsync_failureData *r)
+{
+    fail3t(c, kind, r, r ? r->token : 0);
+}
+
+static void fail5(pmq_ctx *c, int kind, MQTTAsync_failureData5 *r)
+{
+    fail5t(c, kind, r, r ? r->token : 0);
 }
 
 static void connect_ok(pmq_ctx *c, pmq_event *e, const char *uri, int version, int sp)
@@ -664,33 +674,42 @@ void pmq_unsubscribe_fail5(void *vctx, MQTTAsync_failureData5 *r)
     fail5(vctx, PMQ_OP_UNSUBSCRIBE, r);
 }
 
-void pmq_publish_ok(void *vctx, MQTTAsync_successData *r)
+/* publish: the context is a pmq_subop whose n is the publish's number */
+void pmq_publish_ok(void *vop, MQTTAsync_successData *r)
 {
-    pmq_event *e = op_event(PMQ_OP_PUBLISH, 1, r ? r->token : 0);
+    pmq_subop *op = vop;
+    pmq_event *e = op_event(PMQ_OP_PUBLISH, 1, op->n);
+    (void)r;
     if (e)
-        post(vctx, e);
+        post(op->c, e);
+    pmq_subop_free(op);
 }
 
-void pmq_publish_ok5(void *vctx, MQTTAsync_successData5 *r)
+void pmq_publish_ok5(void *vop, MQTTAsync_successData5 *r)
 {
-    pmq_event *e = op_event(PMQ_OP_PUBLISH, 1, r ? r->token : 0);
-    if (!e)
-        return;
-    if (r) {
+    pmq_subop *op = vop;
+    pmq_event *e = op_event(PMQ_OP_PUBLISH, 1, op->n);
+    if (e && r) {
         e->reason = (int)r->reasonCode;
         copy_props(e, &r->properties);
     }
-    post(vctx, e);
+    if (e)
+        post(op->c, e);
+    pmq_subop_free(op);
 }
 
-void pmq_publish_fail(void *vctx, MQTTAsync_failureData *r)
+void pmq_publish_fail(void *vop, MQTTAsync_failureData *r)
 {
-    fail3(vctx, PMQ_OP_PUBLISH, r);
+    pmq_subop *op = vop;
+    fail3t(op->c, PMQ_OP_PUBLISH, r, op->n);
+    pmq_subop_free(op);
 }
 
-void pmq_publish_fail5(void *vctx, MQTTAsync_failureData5 *r)
+void pmq_publish_fail5(void *vop, MQTTAsync_failureData5 *r)
 {
-    fail5(vctx, PMQ_OP_PUBLISH, r);
+    pmq_subop *op = vop;
+    fail5t(op->c, PMQ_OP_PUBLISH, r, op->n);
+    pmq_subop_free(op);
 }
 
 static void disconnect_done(pmq_ctx *c, int ok, int token)

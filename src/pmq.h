@@ -72,8 +72,12 @@ typedef struct pmq_event {
 
 struct pmq_ctx;
 
-/* Context of one subscribe request: a v3 SUBACK's granted list carries no
- * length, so the callback needs to know how many filters were sent. */
+/* Context of one subscribe or publish request, listed in its client (what
+ * paho never answers is freed with the client). Subscribe: a v3 SUBACK's
+ * granted list carries no length, so n is how many filters were sent.
+ * Publish: n is the binding's own number for the publish, which its events
+ * carry instead of paho's token: paho 1.3.12 fails a publish it could not
+ * write (MQTTAsync_processCommand) with token 0, and QoS 0 tokens are all 0. */
 typedef struct pmq_subop {
     struct pmq_subop *next, *prev;
     struct pmq_ctx *c;
@@ -98,7 +102,8 @@ typedef struct pmq_ctx {
     int signalled;               /* the fd is readable */
     int closing;                 /* close() started: paho threads stop waiting */
     int active;                  /* paho callbacks running right now */
-    pmq_subop *subops;           /* subscribe requests not answered yet */
+    pmq_subop *subops;           /* subscribe and publish requests not answered yet */
+    int pub_seq;                 /* the last publish number (owning thread) */
 
     /* counters, read with the mutex held */
     unsigned long long msgs_in, bytes_in, stalls, overflows, max_depth;

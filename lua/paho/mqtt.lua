@@ -681,6 +681,10 @@ end
 
 local schedule_reconnect, reconnect_failed, resubscribe -- defined with connect
 
+-- see lost(): a connection that ends within QUICK_LOSS s of its CONNACK,
+-- QUICK_LOSSES times in a row, with persistence, means paho damaged its session
+local QUICK_LOSS, QUICK_LOSSES = 0.5, 3
+
 -- Every CONNECT goes through here. After paho 1.3.12 damaged its session
 -- state (a QoS 1/2 publish failed with -1, see complete_op), the client
 -- first gets a fresh paho handle with the same id (and persistence
@@ -707,6 +711,19 @@ local function lost(self, cause, message, code, props)
   -- core_connect) and resend it after each reconnect; an MQTT 5 broker then
   -- says "malformed packet" (DISCONNECT 0x81) and closes the connection
   if cause == "broker" and code == 0x81 then self._damaged = true end
+  -- With persistence, the same resend loop can show no reason at all: each
+  -- connection is closed right after its CONNACK (paho resends at once).
+  -- QUICK_LOSSES such losses in a row, each within QUICK_LOSS s of its
+  -- connect, count as damage too: a fresh handle restores the store,
+  -- which holds an intact copy of every QoS 1/2 publish paho wrote.
+  if self._persist and cause ~= "client" then
+    if self._up_at and now() - self._up_at < QUICK_LOSS then
+      self._quick = (self._quick or 0) + 1
+      if self._quick >= QUICK_LOSSES then self._damaged, self._quick = true, 0 end
+    else
+      self._quick = 0
+    end
+  end
   local again = self._reconnect ~= nil and cause ~= "client" and not self._closed
   self._state = again and "reconnecting" or "disconnected"
   self._loss_gen = self._loss_gen + 1
@@ -770,6 +787,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       end
       self._state = "connected"
       self._ever_connected = true
+      self._up_at = now()
       -- paho names the server without its scheme: give back the URI the program used
       for i, u in ipairs(self._uris) do
         if text and u:sub(-#text - 3) == "://" .. text then text = self._given[i] or u break end
