@@ -673,6 +673,13 @@ local function op_failure(self, kind, rc, reason, text)
     -- it closed the connection and failed the request (complete_op marks the
     -- client damaged; core_connect rebuilds paho's handle)
     local cause = self._c:is_connected() and "" or ": " .. self._c:not_connected()
+    if self._persist then
+      -- paho keeps a copy in its store (written before the socket): the fresh paho handle
+      -- the client starts at its next connect sends it from there
+      return fmt("publish: the connection failed while the message was being written (paho code -1)%s; "
+        .. "the client starts a fresh paho handle at its next connect, which sends the message again "
+        .. "from the persistence store, untracked", cause), "disconnected"
+    end
     return fmt("publish: the connection failed while the message was being written (paho code -1)%s; "
       .. "the message was not delivered", cause), "disconnected"
   end
