@@ -6,7 +6,11 @@
 -- sessions to its persistence file) and the publisher's connection is cut
 -- twice through the fault proxy. QoS 1: every message arrives at least
 -- once; QoS 2: exactly once; every publish token completes (but see
--- below). Prints the duplicate counts.
+-- below). In memory, a message may be missing only if its publish failed
+-- and said so: paho 1.3.12 sometimes fails a publish it was writing when
+-- the connection broke, and the fresh paho handle the client then starts
+-- has nothing to send again (this happened under valgrind). Prints the
+-- duplicate counts.
 --
 -- Environment: PMQ_FAULT_N (messages per QoS; 20,000, 5,000 under
 -- valgrind), PMQ_FAULT_V (MQTT version, 5), PMQ_FAULT_PERSIST=1 or 0 (only
