@@ -681,7 +681,8 @@ local function op_failure(self, kind, rc, reason, text)
         .. "from the persistence store, untracked", cause), "disconnected"
     end
     return fmt("publish: the connection failed while the message was being written (paho code -1)%s; "
-      .. "the message was not delivered", cause), "disconnected"
+      .. "paho may still send the copy it kept, untracked, or not: publish again if it must arrive "
+      .. "(it may then arrive twice)", cause), "disconnected"
   end
   return fmt("%s failed: %s (paho code %d)", kind, text or "unknown error", rc or 0), "error"
 end
@@ -689,7 +690,7 @@ end
 local schedule_reconnect, reconnect_failed, resubscribe -- defined with connect
 
 -- see lost(): a connection that ends within QUICK_LOSS s of its CONNACK,
--- QUICK_LOSSES times in a row, with persistence, means paho damaged its session
+-- QUICK_LOSSES times in a row, means paho damaged its session
 local QUICK_LOSS, QUICK_LOSSES = 0.5, 3
 
 -- Every CONNECT goes through here. After paho 1.3.12 damaged its session
@@ -718,12 +719,12 @@ local function lost(self, cause, message, code, props)
   -- core_connect) and resend it after each reconnect; an MQTT 5 broker then
   -- says "malformed packet" (DISCONNECT 0x81) and closes the connection
   if cause == "broker" and code == 0x81 then self._damaged = true end
-  -- With persistence, the same resend loop can show no reason at all: each
-  -- connection is closed right after its CONNACK (paho resends at once).
-  -- QUICK_LOSSES such losses in a row, each within QUICK_LOSS s of its
-  -- connect, count as damage too: a fresh handle restores the store,
-  -- which holds an intact copy of every QoS 1/2 publish paho wrote.
-  if self._persist and cause ~= "client" then
+  -- The same resend loop can show no reason at all: each connection is
+  -- closed right after its CONNACK (paho resends at once). QUICK_LOSSES
+  -- such losses in a row, each within QUICK_LOSS s of its connect, count as
+  -- damage too (with persistence, a fresh handle restores the store, which
+  -- holds an intact copy of every QoS 1/2 publish paho wrote).
+  if cause ~= "client" then
     if self._up_at and now() - self._up_at < QUICK_LOSS then
       self._quick = (self._quick or 0) + 1
       if self._quick >= QUICK_LOSSES then self._damaged, self._quick = true, 0 end
@@ -885,13 +886,19 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     if self._offline_n > 0 then self._kick = true end
   end
   if not ok then
-    if (rc == -1 or rc == -2) and kind == "publish" and tok.qos and tok.qos > 0 then
+    if (rc == -1 or rc == -2) and kind == "publish" and tok.qos and tok.qos > 0 and self._persist then
       -- paho 1.3.12 freed this publish's topic and payload but kept it in
       -- its in-flight list; it would resend that freed memory after every
       -- reconnect (the broker: "malformed packet") for ever
       -- (eclipse/paho.mqtt.c#1401; tools/paho-resend-repro.c). -2
       -- (MQTTASYNC_PERSISTENCE_ERROR: writing its store failed) takes the
       -- same path in MQTTAsync_processCommand as -1 (SOCKET_ERROR).
+      -- With persistence only: the store holds an intact copy of all that
+      -- is in flight, which the fresh handle sends again. In memory a fresh
+      -- handle would drop everything pending (2,923 publishes after one
+      -- such failure under valgrind), while paho often resends the copy it
+      -- kept intact; there the broker's 0x81 or the quick losses below
+      -- (the damage showing) start a fresh handle.
       self._damaged = true
     end
     local msg, code = op_failure(self, kind, rc, reason, text)
