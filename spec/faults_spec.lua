@@ -11,7 +11,12 @@
 --
 -- With the store, CI does not run it: in one CI run under ThreadSanitizer,
 -- after the client started a fresh paho handle, 17,474 of 40,000 publish
--- tokens never completed although every message arrived; cause not found.
+-- tokens had not completed 120 s after the last publish, although every
+-- message arrived (and by the end of the test all had completed: none was
+-- left in flight). Likely cause, not yet confirmed: the binding's window
+-- does not count the publishes the fresh handle restored from the store,
+-- so it hands paho more than the broker's Receive Maximum, and paho looks
+-- at the excess again only about once a second.
 --
 -- Environment: PMQ_FAULT_N (messages per QoS; 20,000, 5,000 under
 -- valgrind), PMQ_FAULT_V (MQTT version, 5), PMQ_FAULT_PERSIST=1 (the
