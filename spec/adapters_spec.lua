@@ -236,7 +236,15 @@ describe("event-loop adapters", function()
         return (#got >= 3 and toks[2] and toks[2]:done()) or helper.now() > deadline
       end)
       h:stop()
-      assert.are.same({ "a", "b", "c" }, got)
+      -- all three arrive; the QoS 1 ones in order. Across QoS levels the
+      -- order is not kept: a, c, b in one loaded CI run (LuaJIT)
+      assert.are.equal(3, #got)
+      local sorted = { got[1], got[2], got[3] }
+      table.sort(sorted)
+      assert.are.same({ "a", "b", "c" }, sorted)
+      local qos1 = {}
+      for _, p in ipairs(got) do if p ~= "b" then qos1[#qos1 + 1] = p end end
+      assert.are.same({ "a", "c" }, qos1)
       assert.is_true(toks[1]:wait(0))
       assert.is_true(toks[2]:wait(0))
       c:close()
