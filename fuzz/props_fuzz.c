@@ -455,7 +455,8 @@ static int l_rt_op(lua_State *L)
     pmq_props_build(L, 2, &p);
     r.token = 42;
     r.properties = p;
-    pmq_publish_ok5(c, &r); /* paho calls it with its own data, then frees it */
+    /* the context of a publish: its own number (42), freed by the callback */
+    pmq_publish_ok5(pmq_subop_new(c, 42), &r); /* paho calls it with its own data, then frees it */
     MQTTProperties_free(&p);
     return 0;
 }
