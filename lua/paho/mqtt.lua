@@ -681,8 +681,8 @@ local function op_failure(self, kind, rc, reason, text)
         .. "from the persistence store, untracked", cause), "disconnected"
     end
     return fmt("publish: the connection failed while the message was being written (paho code -1)%s; "
-      .. "paho may still send the copy it kept, untracked, or not: publish again if it must arrive "
-      .. "(it may then arrive twice)", cause), "disconnected"
+      .. "the message was not delivered (the client starts a fresh paho handle at its next connect)",
+      cause), "disconnected"
   end
   return fmt("%s failed: %s (paho code %d)", kind, text or "unknown error", rc or 0), "error"
 end
@@ -886,19 +886,19 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     if self._offline_n > 0 then self._kick = true end
   end
   if not ok then
-    if (rc == -1 or rc == -2) and kind == "publish" and tok.qos and tok.qos > 0 and self._persist then
+    if (rc == -1 or rc == -2) and kind == "publish" and tok.qos and tok.qos > 0 then
       -- paho 1.3.12 freed this publish's topic and payload but kept it in
       -- its in-flight list; it would resend that freed memory after every
       -- reconnect (the broker: "malformed packet") for ever
       -- (eclipse/paho.mqtt.c#1401; tools/paho-resend-repro.c). -2
       -- (MQTTASYNC_PERSISTENCE_ERROR: writing its store failed) takes the
       -- same path in MQTTAsync_processCommand as -1 (SOCKET_ERROR).
-      -- With persistence only: the store holds an intact copy of all that
-      -- is in flight, which the fresh handle sends again. In memory a fresh
-      -- handle would drop everything pending (2,923 publishes after one
-      -- such failure under valgrind), while paho often resends the copy it
-      -- kept intact; there the broker's 0x81 or the quick losses below
-      -- (the damage showing) start a fresh handle.
+      -- With persistence the store holds an intact copy of all that is in
+      -- flight, which the fresh handle sends again. In memory the fresh
+      -- handle drops what was pending (the tokens say so: 2,923 publishes
+      -- after one such failure under valgrind), but keeping the old one
+      -- lets paho's threads read the freed memory (valgrind, CI run at
+      -- f36b277), so memory safety wins.
       self._damaged = true
     end
     local msg, code = op_failure(self, kind, rc, reason, text)
