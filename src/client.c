@@ -804,10 +804,12 @@ static int l_publish(lua_State *L)
     m.payload = (void *)(payload ? payload : "");
     m.payloadlen = (int)plen;
     m.retained = lua_toboolean(L, 5);
-    /* the events name the publish by its own number (see pmq_subop) */
+    /* the events name the publish by its own number (see pmq_subop),
+     * negative so that it never meets a paho token (subscribe,
+     * unsubscribe: positive) in the Lua layer's table of pending requests */
     if (++c->pub_seq <= 0)
         c->pub_seq = 1;
-    op_n = c->pub_seq;
+    op_n = -c->pub_seq;
     op = pmq_subop_new(c, op_n);
     if (!op)
         return luaL_error(L, "publish: out of memory");

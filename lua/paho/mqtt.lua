@@ -1260,8 +1260,9 @@ function track(self, token, kind, tok)
   tok = tok or new_token(self, kind)
   local tokens = self._tokens
   if tokens[token] then
-    -- paho reused the id before we saw the earlier completion (every QoS 0
-    -- publish has token 0): queue them in order, O(1) each way
+    -- paho reused the id before we saw the earlier completion (publishes
+    -- have numbers of their own, negative, which never repeat): queue them
+    -- in order, O(1) each way
     local more = self._more
     if not more then
       more = {}
