@@ -181,7 +181,8 @@ describe("faults under load", function()
         -- every publish completes
         local failed, shown = {}, 0
         local told = { {}, {} } -- told[q][i]: the program was told that publish failed
-        local deadline = helper.now() + 120 * SLOW -- for all of them together
+        local t_last = helper.now()
+        local deadline = t_last + 120 * SLOW -- for all of them together
         for k, tok in ipairs(tokens) do
           local ok, msg, code = tok:wait(math.max(0, deadline - helper.now()))
           -- a wait ends with "disconnected" when the connection drops meanwhile
@@ -210,7 +211,9 @@ describe("faults under load", function()
         -- in memory, what a fresh paho handle could not send again is lost,
         -- and its publish failed: the program was told (with the store,
         -- nothing may be missing)
+        local t_tokens = helper.now() - t_last
         local missing, dups = tally(counts, N, 120 * SLOW, 1, not persist and told or nil)
+        local t_all = helper.now() - t_last
         local lost_told = { 0, 0 }
         if not persist then
           for q = 1, 2 do
@@ -225,6 +228,8 @@ describe("faults under load", function()
             missing[1], missing[2], dups[1], dups[2], #failed, pub:stats().rebuilds))
         print(("    publisher disconnects: %s; messages not ours: %d; lost with their publish failed: q1 %d q2 %d")
           :format(summary(losses), corrupt, lost_told[1], lost_told[2]))
+        print(("    after the last publish: every token done in %.1f s, every message in %.1f s")
+          :format(t_tokens, t_all))
         if #failed > 0 then
           local st = pub:stats()
           print(("    publisher now: inflight %s, held %s, offline queued %s"):format(tostring(st.inflight),

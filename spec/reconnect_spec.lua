@@ -267,6 +267,41 @@ describe("persistence", function()
     sub:close()
   end)
 
+  it("sends on at once what a fresh paho handle restored from the store, beyond the broker's Receive Maximum", function()
+    -- paho restores the publishes of its store without any callback of the
+    -- binding, sends them only up to the broker's Receive Maximum (mosquitto:
+    -- 20), and looks again only when a request arrives or a second has
+    -- passed: 400 restored publishes took 20 s. The client watches paho's
+    -- deliveryComplete and wakes paho as they complete.
+    local n = 400
+    local b = helper.broker()
+    local sub, slog = recorder { uri = b.uri, id = helper.uid("wsub") }
+    assert(sub:connect { clean_start = false, session_expiry = 300 })
+    assert(sub:subscribe("restored/t", 1))
+    local dir = helper.tmpdir() .. "/" .. helper.uid("wstore")
+    assert.is_true(helper.sh("mkdir -p " .. dir))
+    local c = assert(mqtt.client { uri = b.uri, id = helper.uid("wpub"), persistence = { dir = dir },
+      offline_queue = n })
+    local toks = {}
+    for i = 1, n do toks[i] = assert(c:publish("restored/t", "w" .. i, { qos = 1 })) end
+    c._damaged = true -- as in the test above: the next connect starts a fresh handle
+    assert(c:connect { clean_start = false, session_expiry = 300 })
+    assert.are.equal(1, c:stats().rebuilds)
+    for i = 1, n do assert.is_nil((toks[i]:wait(5))) end -- the old handle's tokens
+    -- 10 s: half of what paho alone takes
+    assert.is_true(until_(function() return #slog.message >= n end, 10),
+      ("%d of %d restored publishes arrived in 10 s"):format(#slog.message, n))
+    local want = {}
+    for i = 1, n do want[i] = "w" .. i end
+    assert.are.same(want, payloads(slog.message))
+    -- and once they are done, the client stops watching: its own publish
+    -- completes as usual
+    assert(c:publish("restored/t", "after", { qos = 1 }):wait(5))
+    assert.is_true(until_(function() return #slog.message > n end, 5))
+    c:close()
+    sub:close()
+  end)
+
   it("starts a fresh paho handle after 3 connections in a row end right after their CONNACK", function()
     -- how paho's damaged session can look: no failed
     -- publish and no reason code, each new connection closed at once (the

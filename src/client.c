@@ -113,7 +113,7 @@ static int create_handle(pmq_ctx *c)
                                           (void *)c->mk_dir, &co));
     if (rc != MQTTASYNC_SUCCESS)
         return rc;
-    (void)PAHO(MQTTAsync_setCallbacks(c->handle, c, pmq_on_lost, pmq_on_message, NULL));
+    (void)PAHO(MQTTAsync_setCallbacks(c->handle, c, pmq_on_lost, pmq_on_message, pmq_on_delivered));
     if (c->version == 5)
         (void)PAHO(MQTTAsync_setDisconnected(c->handle, c, pmq_on_disconnected));
     return MQTTASYNC_SUCCESS;
@@ -928,7 +928,8 @@ static void push_message(lua_State *L, pmq_event *e)
 /* client:next() -> nil | "message", msg
  *                      | "op", kind, token, ok, rc, reason, text, extra, props
  *                      | "lost", cause, text
- *                      | "disconnected", reason, text, props */
+ *                      | "disconnected", reason, text, props
+ *                      | "delivered" (while watch_restored is on) */
 static int l_next(lua_State *L)
 {
     pmq_ctx *c = check_open(L, "next");
@@ -971,6 +972,10 @@ static int l_next(lua_State *L)
         lua_pushstring(L, e->text ? e->text : "");
         n = 3;
         break;
+    case PMQ_EV_DELIVERED:
+        lua_pushliteral(L, "delivered");
+        n = 1;
+        break;
     case PMQ_EV_DISCONNECTED:
         lua_pushliteral(L, "disconnected");
         lua_pushinteger(L, e->reason);
@@ -990,6 +995,40 @@ static int l_fd(lua_State *L)
 {
     pmq_ctx *c = check_open(L, "fd");
     lua_pushinteger(L, c->rfd);
+    return 1;
+}
+
+/* client:watch_restored(on): post a "delivered" event as paho completes
+ * QoS 1/2 publishes (its deliveryComplete), which is the only sign paho
+ * gives of the publishes it restored from its persistence store */
+static int l_watch_restored(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "watch_restored");
+    luaL_checkany(L, 2);
+    __atomic_store_n(&c->watch_dc, lua_toboolean(L, 2), __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* client:pending() -> n: the publishes paho has not completed yet (queued or
+ * in flight), the restored ones included (MQTTAsync_getPendingTokens) */
+static int l_pending(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "pending");
+    MQTTAsync_token *toks = NULL;
+    int rc, rc_, n = 0;
+    if (!c->handle) { /* a rebuild failed */
+        lua_pushinteger(L, 0);
+        return 1;
+    }
+    rc = PAHO(MQTTAsync_getPendingTokens(c->handle, &toks));
+    if (rc != MQTTASYNC_SUCCESS)
+        return pmq_fail(L, c, "pending", rc);
+    if (toks) {
+        while (toks[n] != -1)
+            n++;
+        MQTTAsync_free(toks);
+    }
+    lua_pushinteger(L, n);
     return 1;
 }
 
@@ -1053,6 +1092,8 @@ int pmq_open_client(lua_State *L)
         {"next", l_next},
         {"fd", l_fd},
         {"is_connected", l_is_connected},
+        {"watch_restored", l_watch_restored},
+        {"pending", l_pending},
         {"not_connected", l_not_connected},
         {"stats", l_stats},
         {"close", l_close},

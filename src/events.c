@@ -154,6 +154,8 @@ pmq_event *pmq_queue_pop(pmq_ctx *c)
             c->tail = NULL;
         c->count--;
         c->bytes -= e->bytes;
+        if (e->type == PMQ_EV_DELIVERED)
+            c->dc_queued = 0;
     }
     if (!c->head)
         drain_fd(c);
@@ -384,6 +386,25 @@ void pmq_on_lost(void *vctx, char *cause)
         push(c, e);
     }
     c->active--;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* deliveryComplete (paho's receive thread): only while the Lua side
+ * watches for restored publishes (client:watch_restored), and only one event
+ * queued at a time: the Lua side only needs to know that some completed */
+void pmq_on_delivered(void *vctx, MQTTAsync_token token)
+{
+    pmq_ctx *c = vctx;
+    pmq_event *e;
+    (void)token;
+    if (!__atomic_load_n(&c->watch_dc, __ATOMIC_RELAXED))
+        return;
+    pthread_mutex_lock(&c->mu);
+    if (!c->dc_queued && !c->closing && (e = calloc(1, sizeof *e)) != NULL) {
+        e->type = PMQ_EV_DELIVERED;
+        c->dc_queued = 1;
+        push(c, e);
+    }
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -23,7 +23,8 @@ enum {
     PMQ_EV_MESSAGE = 1,  /* a PUBLISH arrived */
     PMQ_EV_OP,           /* an asynchronous request finished */
     PMQ_EV_LOST,         /* connectionLost */
-    PMQ_EV_DISCONNECTED  /* the broker sent DISCONNECT (MQTT 5) */
+    PMQ_EV_DISCONNECTED, /* the broker sent DISCONNECT (MQTT 5) */
+    PMQ_EV_DELIVERED     /* paho's deliveryComplete, while watched (see watch_dc) */
 };
 
 /* Kinds of asynchronous requests. */
@@ -104,6 +105,11 @@ typedef struct pmq_ctx {
     int active;                  /* paho callbacks running right now */
     pmq_subop *subops;           /* subscribe and publish requests not answered yet */
     int pub_seq;                 /* the last publish number (owning thread) */
+    /* deliveryComplete: paho restores the publishes of its persistence store
+     * without any callback of ours, and calls only deliveryComplete as they
+     * complete. While watch_dc is set (atomic), each posts one
+     * PMQ_EV_DELIVERED, at most one queued at a time (dc_queued, with mu) */
+    int watch_dc, dc_queued;
 
     /* counters, read with the mutex held */
     unsigned long long msgs_in, bytes_in, stalls, overflows, max_depth;
@@ -166,6 +172,7 @@ PMQ_HIDDEN void pmq_trace_secret(const char *s, int add);
 /* paho callbacks; context is the pmq_ctx */
 PMQ_HIDDEN int  pmq_on_message(void *ctx, char *topic, int topiclen, MQTTAsync_message *m);
 PMQ_HIDDEN void pmq_on_lost(void *ctx, char *cause);
+PMQ_HIDDEN void pmq_on_delivered(void *ctx, MQTTAsync_token token);
 PMQ_HIDDEN void pmq_on_disconnected(void *ctx, MQTTProperties *props, enum MQTTReasonCodes rc);
 PMQ_HIDDEN int  pmq_on_ssl_error(const char *str, size_t len, void *ctx);
 

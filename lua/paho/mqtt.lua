@@ -237,6 +237,19 @@ local function drain(c, max)
       release_held(c)
     end
   end
+  if c._restored then
+    -- paho completed a publish while it may still hold some it restored
+    -- from its persistence store (client:watch_restored): wake it if so
+    c._restored = false
+    if c._c and not c._closed then
+      local pending = c._c:pending() or 0
+      if pending > c._inflight + c._inflight0 then
+        c._kick = true
+      else
+        c._c:watch_restored(false) -- all restored ones are done
+      end
+    end
+  end
   if c._kick then
     c._kick = false
     kick(c)
@@ -815,6 +828,13 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
         if not info.session_present and self._resubscribe then resubscribe(self) end
       end
       if self._offline_n > 0 or self._persist then self._kick = true end
+      if self._persist then
+        -- what paho restored from its store has no token here and completes
+        -- unseen: watch paho's deliveryComplete until paho holds no more
+        -- publishes than the client handed it (see kick)
+        self._c:watch_restored(true)
+        self._restored = true
+      end
       if tok then finish(tok, true, nil, nil, info) end
       fire(self, "connect", info)
     else
@@ -950,6 +970,8 @@ function handle_event(self, ev, a, b, c, d, e, f, g, h)
     if handler then spawn(self, "message", handler, a) end
   elseif ev == "op" then
     complete_op(self, a, b, c, d, e, f, g, h)
+  elseif ev == "delivered" then
+    self._restored = true
   elseif ev == "lost" then
     lost(self, a, b)
   elseif ev == "disconnected" then
@@ -1111,7 +1133,11 @@ end
 -- restored from its store) only up to the broker's Receive Maximum, and then
 -- looks at its command queue again only when a new request arrives or a
 -- second has passed. As their acknowledgements come in, a new request (the
--- UNSUBSCRIBE that wakes paho, see wake_paho) makes it go on at once.
+-- UNSUBSCRIBE that wakes paho, see wake_paho) makes it go on at once. The
+-- buffered ones have tokens here, whose completions kick; the restored ones
+-- have none: paho's deliveryComplete ("delivered" events, see drain) kicks
+-- for them, about 20 times faster than paho's one-second wait (a fresh paho
+-- handle restored 674 to 2,748 of them in the fault spec).
 function kick(self)
   if self._state ~= "connected" or not self._c then return end
   local token = self._c:unsubscribe(WAKE_FILTER)
