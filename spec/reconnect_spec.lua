@@ -267,7 +267,7 @@ describe("persistence", function()
     sub:close()
   end)
 
-  it("sends on at once what a fresh paho handle restored from the store, beyond the broker's Receive Maximum", function()
+  it("sends at once what a fresh paho handle restored from the store, beyond the Receive Maximum", function()
     -- paho restores the publishes of its store without any callback of the
     -- binding, sends them only up to the broker's Receive Maximum (mosquitto:
     -- 20), and looks again only when a request arrives or a second has
