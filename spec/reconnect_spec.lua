@@ -229,6 +229,19 @@ describe("persistence", function()
     end
   ]]
 
+  -- a subscriber to `topic` on broker b (a recorder), and a publisher
+  -- through `uri` with a persistence store of its own
+  local function store_pair(b, uri, topic, tag, offline)
+    local sub, slog = recorder { uri = b.uri, id = helper.uid(tag .. "sub") }
+    assert(sub:connect { clean_start = false, session_expiry = 300 })
+    assert(sub:subscribe(topic, 1))
+    local dir = helper.tmpdir() .. "/" .. helper.uid(tag .. "store")
+    assert.is_true(helper.sh("mkdir -p " .. dir))
+    local c = assert(mqtt.client { uri = uri, id = helper.uid(tag .. "pub"), persistence = { dir = dir },
+      offline_queue = offline })
+    return c, sub, slog
+  end
+
   it("starts a fresh paho handle when paho damaged its session, keeping what paho saved on disk", function()
     -- paho 1.3.12 can leave freed memory in its in-flight list (a QoS 1/2
     -- publish that it failed with -1, or an MQTT 5 DISCONNECT 0x81 from the
@@ -237,16 +250,10 @@ describe("persistence", function()
     -- race that cannot be staged on demand, so this marks the client as
     -- complete_op and lost() do when they see it.
     local b = helper.broker()
-    local sub, slog = recorder { uri = b.uri, id = helper.uid("rsub") }
-    assert(sub:connect { clean_start = false, session_expiry = 300 })
-    assert(sub:subscribe("rebuild/t", 1))
-    local dir = helper.tmpdir() .. "/" .. helper.uid("rstore")
-    assert.is_true(helper.sh("mkdir -p " .. dir))
-    local c = assert(mqtt.client { uri = b.uri, id = helper.uid("rpub"), persistence = { dir = dir },
-      offline_queue = 100 })
+    local c, sub, slog = store_pair(b, b.uri, "rebuild/t", "r", 100)
     local toks = {}
     for i = 1, 3 do toks[i] = assert(c:publish("rebuild/t", "r" .. i, { qos = 1 })) end
-    c._damaged = true
+    c._damaged = "a publish failed while being written (paho code -1)" -- what complete_op records
     assert(c:connect { clean_start = false, session_expiry = 300 })
     assert.are.equal(1, c:stats().rebuilds)
     -- the old handle's requests fail, saying why; paho restored the
@@ -256,6 +263,7 @@ describe("persistence", function()
       assert.is_nil(ok)
       assert.are.equal("disconnected", code)
       assert.truthy(msg:find("fresh paho handle", 1, true), msg)
+      assert.truthy(msg:find("(a publish failed while being written (paho code -1))", 1, true), msg)
       assert.truthy(msg:find("persistence store", 1, true), msg)
     end
     assert.is_true(until_(function() return #slog.message >= 3 end, 5))
@@ -275,16 +283,10 @@ describe("persistence", function()
     -- deliveryComplete and wakes paho as they complete.
     local n = 400
     local b = helper.broker()
-    local sub, slog = recorder { uri = b.uri, id = helper.uid("wsub") }
-    assert(sub:connect { clean_start = false, session_expiry = 300 })
-    assert(sub:subscribe("restored/t", 1))
-    local dir = helper.tmpdir() .. "/" .. helper.uid("wstore")
-    assert.is_true(helper.sh("mkdir -p " .. dir))
-    local c = assert(mqtt.client { uri = b.uri, id = helper.uid("wpub"), persistence = { dir = dir },
-      offline_queue = n })
+    local c, sub, slog = store_pair(b, b.uri, "restored/t", "w", n)
     local toks = {}
     for i = 1, n do toks[i] = assert(c:publish("restored/t", "w" .. i, { qos = 1 })) end
-    c._damaged = true -- as in the test above: the next connect starts a fresh handle
+    c._damaged = "staged" -- as in the test above: the next connect starts a fresh handle
     assert(c:connect { clean_start = false, session_expiry = 300 })
     assert.are.equal(1, c:stats().rebuilds)
     for i = 1, n do assert.is_nil((toks[i]:wait(5))) end -- the old handle's tokens
@@ -309,13 +311,7 @@ describe("persistence", function()
     -- proxy: the connect handler resets the link, 3 times.
     local b = helper.broker()
     local p = fp.start(b.port)
-    local sub, slog = recorder { uri = b.uri, id = helper.uid("qsub") }
-    assert(sub:connect { clean_start = false, session_expiry = 300 })
-    assert(sub:subscribe("quick/t", 1))
-    local dir = helper.tmpdir() .. "/" .. helper.uid("qstore")
-    assert.is_true(helper.sh("mkdir -p " .. dir))
-    local c = assert(mqtt.client { uri = p.uri, id = helper.uid("qpub"), persistence = { dir = dir },
-      offline_queue = 100 })
+    local c, sub, slog = store_pair(b, p.uri, "quick/t", "q", 100)
     local connects, cut = 0, 0
     c:on("connect", function()
       connects = connects + 1

@@ -713,11 +713,12 @@ local QUICK_LOSS, QUICK_LOSSES = 0.5, 3
 -- pending in the old one fail ("disconnected").
 local function core_connect(self, o)
   if self._damaged then
-    self._damaged = nil
     -- what the old handle still owes fails; say why
-    for _, tok in pairs(self._tokens) do tok.rebuilt = true end
+    local why = type(self._damaged) == "string" and self._damaged or "cause not recorded"
+    self._damaged = nil
+    for _, tok in pairs(self._tokens) do tok.rebuilt = why end
     for _, q in pairs(self._more or {}) do
-      for i = q.first, q.last do q[i].rebuilt = true end
+      for i = q.first, q.last do q[i].rebuilt = why end
     end
     local ok, err, code = self._c:rebuild()
     if not ok then return nil, err, code end
@@ -731,7 +732,9 @@ local function lost(self, cause, message, code, props)
   -- paho 1.3.12 can keep freed memory in its in-flight list (see
   -- core_connect) and resend it after each reconnect; an MQTT 5 broker then
   -- says "malformed packet" (DISCONNECT 0x81) and closes the connection
-  if cause == "broker" and code == 0x81 then self._damaged = true end
+  if cause == "broker" and code == 0x81 then
+    self._damaged = self._damaged or "the broker closed the connection with DISCONNECT 0x81 (malformed packet)"
+  end
   -- The same resend loop can show no reason at all: each connection is
   -- closed right after its CONNACK (paho resends at once). QUICK_LOSSES
   -- such losses in a row, each within QUICK_LOSS s of its connect, count as
@@ -740,7 +743,11 @@ local function lost(self, cause, message, code, props)
   if cause ~= "client" then
     if self._up_at and now() - self._up_at < QUICK_LOSS then
       self._quick = (self._quick or 0) + 1
-      if self._quick >= QUICK_LOSSES then self._damaged, self._quick = true, 0 end
+      if self._quick >= QUICK_LOSSES then
+        self._damaged = self._damaged or fmt("%d connections in a row ended within %g s of their CONNACK",
+          QUICK_LOSSES, QUICK_LOSS)
+        self._quick = 0
+      end
     else
       self._quick = 0
     end
@@ -919,12 +926,12 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       -- after one such failure under valgrind), but keeping the old one
       -- lets paho's threads read the freed memory (valgrind, CI run at
       -- f36b277), so memory safety wins.
-      self._damaged = true
+      self._damaged = self._damaged or fmt("a publish failed while being written (paho code %d)", rc)
     end
     local msg, code = op_failure(self, kind, rc, reason, text)
     if tok.rebuilt then
       msg, code = fmt("%s: not completed: the client started a fresh paho handle, as paho had damaged its "
-        .. "session state (a publish failed while being written)%s", kind, self._persist and kind == "publish"
+        .. "session state (%s)%s", kind, tostring(tok.rebuilt), self._persist and kind == "publish"
         and "; a publish paho had saved in the persistence store is sent again from there, untracked" or ""),
         "disconnected"
     end
