@@ -213,6 +213,11 @@ void pmq_queue_free(pmq_ctx *c)
         c->subops = op->next;
         free(op);
     }
+    while (c->spare) {
+        pmq_subop *op = c->spare;
+        c->spare = op->next;
+        free(op);
+    }
     if (c->rfd >= 0)
         close(c->rfd);
     if (c->wfd >= 0 && c->wfd != c->rfd)
@@ -765,16 +770,27 @@ void pmq_disconnect_fail5(void *vctx, MQTTAsync_failureData5 *r)
 }
 
 /* ------------------------------------------------------------------ */
-/* v3 subscribe contexts                                               */
+/* request contexts (pmq_subop), pooled per client                     */
+
+/* at most this many freed contexts are kept per client for reuse */
+#define PMQ_SPARE_MAX 256
 
 pmq_subop *pmq_subop_new(pmq_ctx *c, int n)
 {
-    pmq_subop *op = calloc(1, sizeof *op);
-    if (!op)
+    pmq_subop *op;
+    pthread_mutex_lock(&c->mu);
+    op = c->spare;
+    if (op) {
+        c->spare = op->next;
+        c->nspare--;
+    }
+    else if ((op = malloc(sizeof *op)) == NULL) {
+        pthread_mutex_unlock(&c->mu);
         return NULL;
+    }
     op->c = c;
     op->n = n;
-    pthread_mutex_lock(&c->mu);
+    op->prev = NULL;
     op->next = c->subops;
     if (c->subops)
         c->subops->prev = op;
@@ -793,6 +809,12 @@ void pmq_subop_free(pmq_subop *op)
         c->subops = op->next;
     if (op->next)
         op->next->prev = op->prev;
+    if (c->nspare < PMQ_SPARE_MAX) {
+        op->next = c->spare;
+        c->spare = op;
+        c->nspare++;
+        op = NULL;
+    }
     pthread_mutex_unlock(&c->mu);
     free(op);
 }

@@ -104,6 +104,8 @@ typedef struct pmq_ctx {
     int closing;                 /* close() started: paho threads stop waiting */
     int active;                  /* paho callbacks running right now */
     pmq_subop *subops;           /* subscribe and publish requests not answered yet */
+    pmq_subop *spare;            /* freed contexts kept for reuse (no malloc per publish) */
+    int nspare;
     int pub_seq;                 /* the last publish number (owning thread) */
     /* deliveryComplete: paho restores the publishes of its persistence store
      * without any callback of ours, and calls only deliveryComplete as they
