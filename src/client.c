@@ -278,6 +278,7 @@ static int l_rebuild(lua_State *L)
     __atomic_store_n(&c->connected, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->mu);
     pmq_ws_release(c);
+    __atomic_store_n(&c->damaged, 0, __ATOMIC_SEQ_CST); /* after destroy's callbacks */
     rc = create_handle(c);
     if (rc != MQTTASYNC_SUCCESS) {
         c->handle = NULL;
@@ -813,6 +814,7 @@ static int l_publish(lua_State *L)
     op = pmq_subop_new(c, op_n);
     if (!op)
         return luaL_error(L, "publish: out of memory");
+    op->qos = m.qos;
     ro.context = op;
     if (c->version == 5) {
         ro.onSuccess5 = pmq_publish_ok5;
@@ -1009,6 +1011,20 @@ static int l_watch_restored(lua_State *L)
     return 0;
 }
 
+/* client:damaged() -> code | nil: the paho code of a QoS 1/2 publish paho
+ * failed while writing it, since the handle was made (see pmq_ctx.damaged);
+ * set on paho's thread, so a connect made before the Lua side has handled
+ * that failure's event still sees it */
+static int l_damaged(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "damaged");
+    int code = __atomic_load_n(&c->damaged, __ATOMIC_SEQ_CST);
+    if (!code)
+        return 0;
+    lua_pushinteger(L, code);
+    return 1;
+}
+
 /* client:pending() -> n: the publishes paho has not completed yet (queued or
  * in flight), the restored ones included (MQTTAsync_getPendingTokens) */
 static int l_pending(lua_State *L)
@@ -1094,6 +1110,7 @@ int pmq_open_client(lua_State *L)
         {"is_connected", l_is_connected},
         {"watch_restored", l_watch_restored},
         {"pending", l_pending},
+        {"damaged", l_damaged},
         {"not_connected", l_not_connected},
         {"stats", l_stats},
         {"close", l_close},

@@ -724,9 +724,19 @@ void pmq_publish_ok5(void *vop, MQTTAsync_successData5 *r)
     pmq_subop_free(op);
 }
 
+/* see pmq_ctx.damaged: -1 (writing failed) and -2 (writing paho's store
+ * failed) take the same path in paho's MQTTAsync_processCommand */
+static void note_damage(pmq_subop *op, int code)
+{
+    if (op->qos > 0 && (code == MQTTASYNC_FAILURE || code == MQTTASYNC_PERSISTENCE_ERROR))
+        __atomic_store_n(&op->c->damaged, code, __ATOMIC_SEQ_CST);
+}
+
 void pmq_publish_fail(void *vop, MQTTAsync_failureData *r)
 {
     pmq_subop *op = vop;
+    if (r)
+        note_damage(op, r->code);
     fail3t(op->c, PMQ_OP_PUBLISH, r, op->n);
     pmq_subop_free(op);
 }
@@ -734,6 +744,8 @@ void pmq_publish_fail(void *vop, MQTTAsync_failureData *r)
 void pmq_publish_fail5(void *vop, MQTTAsync_failureData5 *r)
 {
     pmq_subop *op = vop;
+    if (r)
+        note_damage(op, r->code);
     fail5t(op->c, PMQ_OP_PUBLISH, r, op->n);
     pmq_subop_free(op);
 }
@@ -790,6 +802,7 @@ pmq_subop *pmq_subop_new(pmq_ctx *c, int n)
     }
     op->c = c;
     op->n = n;
+    op->qos = 0;
     op->prev = NULL;
     op->next = c->subops;
     if (c->subops)

@@ -83,6 +83,7 @@ typedef struct pmq_subop {
     struct pmq_subop *next, *prev;
     struct pmq_ctx *c;
     int n;
+    int qos;             /* publish: its QoS */
 } pmq_subop;
 
 /* One client: malloc'd, because paho's threads may use it after Lua has
@@ -112,6 +113,12 @@ typedef struct pmq_ctx {
      * complete. While watch_dc is set (atomic), each posts one
      * PMQ_EV_DELIVERED, at most one queued at a time (dc_queued, with mu) */
     int watch_dc, dc_queued;
+    /* paho code (-1, -2) of a QoS 1/2 publish paho failed while writing it,
+     * set on paho's thread at once (atomic): paho 1.3.12 keeps such a
+     * publish in flight with its memory freed, and would resend (and, with
+     * persistence, save) that freed memory at its next connect, so the
+     * next connect must go through a fresh handle (client:damaged) */
+    int damaged;
 
     /* counters, read with the mutex held */
     unsigned long long msgs_in, bytes_in, stalls, overflows, max_depth;

@@ -712,9 +712,13 @@ local QUICK_LOSS, QUICK_LOSSES = 0.5, 3
 -- directory: paho restores what it saved there, intact); the requests
 -- pending in the old one fail ("disconnected").
 local function core_connect(self, o)
-  if self._damaged then
+  -- (the core notes a -1/-2 publish failure at once, on paho's thread: this
+  -- connect may come before the Lua side has handled that failure's event)
+  local paho_rc = self._c:damaged()
+  if self._damaged or paho_rc then
     -- what the old handle still owes fails; say why
-    local why = type(self._damaged) == "string" and self._damaged or "cause not recorded"
+    local why = type(self._damaged) == "string" and self._damaged
+      or paho_rc and fmt("a publish failed while being written (paho code %d)", paho_rc) or "cause not recorded"
     self._damaged = nil
     for _, tok in pairs(self._tokens) do tok.rebuilt = why end
     for _, q in pairs(self._more or {}) do
@@ -913,7 +917,9 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     if self._offline_n > 0 then self._kick = true end
   end
   if not ok then
-    if (rc == -1 or rc == -2) and kind == "publish" and tok.qos and tok.qos > 0 then
+    -- (not for a token of a handle already replaced: the core saw the
+    -- failure first, see core_connect)
+    if (rc == -1 or rc == -2) and kind == "publish" and tok.qos and tok.qos > 0 and not tok.rebuilt then
       -- paho 1.3.12 freed this publish's topic and payload but kept it in
       -- its in-flight list; it would resend that freed memory after every
       -- reconnect (the broker: "malformed packet") for ever
