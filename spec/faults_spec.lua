@@ -1,7 +1,7 @@
 -- Zero loss under faults: N (20,000) QoS 1 and N QoS 2 messages from an
 -- MQTT 5 publisher with a session (clean_start = false, session_expiry
--- 3600 s, reconnect on, offline queue), the session in memory, or with
--- PMQ_FAULT_PERSIST=1 in paho's persistence store (`persistence = {dir}`),
+-- 3600 s, reconnect on, offline queue), once with the session in paho's
+-- persistence store (`persistence = {dir}`) and once in memory,
 -- while the broker is stopped and restarted twice (SIGTERM: mosquitto
 -- saves its sessions to its persistence file) and the publisher's
 -- connection is cut twice through the fault proxy. QoS 1: every message
@@ -9,19 +9,11 @@
 -- completes (but see below). In memory, a message may be missing only if
 -- its publish failed and said so. Prints the duplicate counts.
 --
--- With the store, CI does not run it: in one CI run under ThreadSanitizer,
--- after the client started a fresh paho handle, 17,474 of 40,000 publish
--- tokens had not completed 120 s after the last publish, although every
--- message arrived (and by the end of the test all had completed: none was
--- left in flight). Likely cause, not yet confirmed: the binding's window
--- does not count the publishes the fresh handle restored from the store,
--- so it hands paho more than the broker's Receive Maximum, and paho looks
--- at the excess again only about once a second.
---
--- Environment: PMQ_FAULT_N (messages per QoS; 20,000, 5,000 under
--- valgrind), PMQ_FAULT_V (MQTT version, 5), PMQ_FAULT_PERSIST=1 (the
--- store), PMQ_FAULT_KILL=1 (the broker restarts after SIGKILL: what it
--- loses), PMQ_DEBUG=1 (print every event).
+-- Environment: PMQ_FAULT_N (messages per QoS; 20,000, 2,500 under
+-- valgrind), PMQ_FAULT_V (MQTT version, 5), PMQ_FAULT_PERSIST (1: only
+-- with the store, 0: only in memory; both when unset), PMQ_FAULT_KILL=1
+-- (the broker restarts after SIGKILL: what it loses), PMQ_DEBUG=1 (print
+-- every event).
 --
 -- If paho damages its session (a publish failed while being written, see
 -- docs/deployment.md), the client rebuilds its paho handle: the tokens it
@@ -36,7 +28,7 @@ local helper = require "helper"
 local mqtt = require "paho.mqtt"
 local fp = require "faultproxy"
 
-local N = tonumber(os.getenv("PMQ_FAULT_N") or (os.getenv("PMQ_VALGRIND") and "5000" or "20000"))
+local N = tonumber(os.getenv("PMQ_FAULT_N") or (os.getenv("PMQ_VALGRIND") and "2500" or "20000"))
 -- PMQ_FAULT_KILL=1: the broker restarts after SIGKILL instead of SIGTERM, so
 -- it loses what it had not saved (autosave); a measurement of the broker's
 -- window, expected to fail the zero-loss assertions
@@ -90,10 +82,11 @@ end
 describe("faults under load", function()
   teardown(function() helper.stop_all() end)
 
-  -- the session in memory; PMQ_FAULT_PERSIST=1: in paho's persistence store
-  -- (not in CI: see the header)
-  for _, persist in ipairs { false, true } do
-    if (os.getenv("PMQ_FAULT_PERSIST") == "1") == persist then
+  -- the session in paho's persistence store, then in memory
+  -- (PMQ_FAULT_PERSIST=1 or 0: only one of them)
+  local only = os.getenv("PMQ_FAULT_PERSIST")
+  for _, persist in ipairs { true, false } do
+    if not only or only == "" or (only == "1") == persist then
       it(("%s: %d QoS 1 + %d QoS 2 across 2 broker restarts and 2 cut connections, session %s")
           :format(persist and "loses nothing" or "loses nothing it does not report", N, N,
             persist and "in paho's persistence store" or "in memory"), function()
