@@ -121,9 +121,12 @@ describe("faults under load", function()
           persistence = persist and { dir = dir } or nil,
           offline_queue = 2 * N })
         local debug = os.getenv("PMQ_DEBUG")
+        if debug then io.stdout:setvbuf("no") end -- in time with valgrind's stderr
         pub:on("connect", function(info)
           if info.reconnect then events.pub = events.pub + 1 end
-          if debug then print("pub connect", helper.now(), info.reconnect, info.session_present) end
+          if debug then
+            print("pub connect", helper.now(), info.reconnect, info.session_present, "rebuilds", pub:stats().rebuilds)
+          end
         end)
         -- the publisher's losses, by cause (and reason code), for the summary
         local losses = {}

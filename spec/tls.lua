@@ -96,7 +96,7 @@ end
 function M.free_port()
   local used = listening()
   for _ = 1, 200 do
-    local p = 20000 + math.random(0, 39999)
+    local p = helper.listen_port()
     if not used[p] then return p end
   end
   error("tls: no free port found")
