@@ -263,7 +263,7 @@ describe("persistence", function()
       assert.is_nil(ok)
       assert.are.equal("disconnected", code)
       assert.truthy(msg:find("fresh paho handle", 1, true), msg)
-      assert.truthy(msg:find("(a publish failed while being written (paho code -1))", 1, true), msg)
+      assert.truthy(msg:find("because a publish failed while being written (paho code -1)", 1, true), msg)
       assert.truthy(msg:find("persistence store", 1, true), msg)
     end
     assert.is_true(until_(function() return #slog.message >= 3 end, 5))

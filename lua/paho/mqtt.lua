@@ -237,16 +237,16 @@ local function drain(c, max)
       release_held(c)
     end
   end
-  if c._restored then
-    -- paho completed a publish while it may still hold some it restored
-    -- from its persistence store (client:watch_restored): wake it if so
-    c._restored = false
-    if c._c and not c._closed then
-      local pending = c._c:pending() or 0
-      if pending > c._inflight + c._inflight0 then
+  if c._delivered then
+    -- paho completed a publish while it still held some it restored from
+    -- its persistence store (client:watch_restored): wake it if so
+    c._delivered = false
+    if c._c and not c._closed and c._restoring then
+      if (c._c:pending() or 0) > c._inflight + c._inflight0 then
         c._kick = true
       else
-        c._c:watch_restored(false) -- all restored ones are done
+        c._restoring = false -- all restored ones are done
+        c._c:watch_restored(false)
       end
     end
   end
@@ -739,6 +739,17 @@ local function lost(self, cause, message, code, props)
   if cause == "broker" and code == 0x81 then
     self._damaged = self._damaged or "the broker closed the connection with DISCONNECT 0x81 (malformed packet)"
   end
+  -- paho sends the publishes it restored from its store with no callback
+  -- of the binding (MQTTAsync_restoreCommand): when one of them fails to
+  -- be written (-1), paho frees it, keeps it in flight and tells nobody
+  -- (valgrind: the next connection resent it from freed memory, and saved
+  -- that over the store's copy). So a loss while paho still holds restored
+  -- publishes counts as damage; the fresh handle restores them intact.
+  if self._restoring and cause ~= "client" then
+    self._damaged = self._damaged
+      or "the connection ended while paho was sending publishes restored from its persistence store"
+  end
+  self._restoring = false
   -- The same resend loop can show no reason at all: each connection is
   -- closed right after its CONNACK (paho resends at once). QUICK_LOSSES
   -- such losses in a row, each within QUICK_LOSS s of its connect, count as
@@ -841,10 +852,11 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       if self._offline_n > 0 or self._persist then self._kick = true end
       if self._persist then
         -- what paho restored from its store has no token here and completes
-        -- unseen: watch paho's deliveryComplete until paho holds no more
-        -- publishes than the client handed it (see kick)
-        self._c:watch_restored(true)
-        self._restored = true
+        -- unseen: while paho holds more publishes than the client handed
+        -- it, watch paho's deliveryComplete (see kick) and count a loss as
+        -- damage (see lost)
+        self._restoring = (self._c:pending() or 0) > self._inflight + self._inflight0
+        self._c:watch_restored(self._restoring)
       end
       if tok then finish(tok, true, nil, nil, info) end
       fire(self, "connect", info)
@@ -936,8 +948,8 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     end
     local msg, code = op_failure(self, kind, rc, reason, text)
     if tok.rebuilt then
-      msg, code = fmt("%s: not completed: the client started a fresh paho handle, as paho had damaged its "
-        .. "session state (%s)%s", kind, tostring(tok.rebuilt), self._persist and kind == "publish"
+      msg, code = fmt("%s: not completed: the client started a fresh paho handle, because %s%s",
+        kind, tostring(tok.rebuilt), self._persist and kind == "publish"
         and "; a publish paho had saved in the persistence store is sent again from there, untracked" or ""),
         "disconnected"
     end
@@ -984,7 +996,7 @@ function handle_event(self, ev, a, b, c, d, e, f, g, h)
   elseif ev == "op" then
     complete_op(self, a, b, c, d, e, f, g, h)
   elseif ev == "delivered" then
-    self._restored = true
+    self._delivered = true
   elseif ev == "lost" then
     lost(self, a, b)
   elseif ev == "disconnected" then
