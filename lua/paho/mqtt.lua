@@ -727,6 +727,17 @@ local function core_connect(self, o)
     local ok, err, code = self._c:rebuild()
     if not ok then return nil, err, code end
     self._stats.rebuilds = self._stats.rebuilds + 1
+    if not self._persist then
+      -- In memory the fresh handle has none of the session's state, while
+      -- the broker still has its half: QoS 2 publishes waiting for a PUBREL
+      -- that will never come hold the broker's receive quota (valgrind, fault
+      -- spec: "0x97 quota exceeded", 110 reconnects, 74 fresh handles). A
+      -- client that lost its session state starts a new session; the
+      -- connect event says session_present = false and an automatic
+      -- reconnect subscribes again.
+      o = copy(o)
+      o.clean = true
+    end
   end
   return self._c:connect(o)
 end
