@@ -275,6 +275,41 @@ describe("persistence", function()
     sub:close()
   end)
 
+  it("in memory, starts a fresh paho handle with a new session (Clean Start)", function()
+    -- the fresh handle knows nothing of the session; the broker's half
+    -- (QoS 2 publishes waiting for a PUBREL) would use up its receive quota
+    local b = helper.broker()
+    local sub, slog = recorder { uri = b.uri, id = helper.uid("msub") }
+    assert(sub:connect { clean_start = false, session_expiry = 300 })
+    assert(sub:subscribe("mem/t", 1))
+    local c = assert(mqtt.client { uri = b.uri, id = helper.uid("mpub"), offline_queue = 100 })
+    assert(c:connect { clean_start = false, session_expiry = 300 })
+    assert(c:disconnect())
+    local toks = {}
+    for i = 1, 3 do toks[i] = assert(c:publish("mem/t", "m" .. i, { qos = 1 })) end
+    c._damaged = "staged" -- as complete_op records a -1 failure
+    local ok, info = c:connect { clean_start = false, session_expiry = 300 }
+    assert.is_true(ok, info)
+    assert.are.equal(1, c:stats().rebuilds)
+    assert.is_false(info.session_present) -- the broker had one: Clean Start discarded it
+    for i = 1, 3 do
+      local tok_ok, msg, code = toks[i]:wait(5)
+      assert.is_nil(tok_ok)
+      assert.are.equal("disconnected", code)
+      assert.truthy(msg:find("fresh paho handle, because staged", 1, true), msg)
+    end
+    assert(c:publish("mem/t", "after", { qos = 1 }):wait(5))
+    assert.is_true(until_(function() return #slog.message >= 1 end, 5))
+    assert.are.same({ "after" }, payloads(slog.message))
+    -- the next connect resumes the new session
+    assert(c:disconnect())
+    ok, info = c:connect { clean_start = false, session_expiry = 300 }
+    assert.is_true(ok, info)
+    assert.is_true(info.session_present)
+    c:close()
+    sub:close()
+  end)
+
   it("sends at once what a fresh paho handle restored from the store, beyond the Receive Maximum", function()
     -- paho restores the publishes of its store without any callback of the
     -- binding, sends them only up to the broker's Receive Maximum (mosquitto:

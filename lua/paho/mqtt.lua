@@ -727,17 +727,18 @@ local function core_connect(self, o)
     local ok, err, code = self._c:rebuild()
     if not ok then return nil, err, code end
     self._stats.rebuilds = self._stats.rebuilds + 1
-    if not self._persist then
-      -- In memory the fresh handle has none of the session's state, while
-      -- the broker still has its half: QoS 2 publishes waiting for a PUBREL
-      -- that will never come hold the broker's receive quota (valgrind, fault
-      -- spec: "0x97 quota exceeded", 110 reconnects, 74 fresh handles). A
-      -- client that lost its session state starts a new session; the
-      -- connect event says session_present = false and an automatic
-      -- reconnect subscribes again.
-      o = copy(o)
-      o.clean = true
-    end
+    -- In memory the fresh handle has none of the session's state, while
+    -- the broker still has its half: QoS 2 publishes waiting for a PUBREL
+    -- that will never come hold the broker's receive quota (valgrind, fault
+    -- spec: "0x97 quota exceeded", 110 reconnects, 74 fresh handles). A
+    -- client that lost its session state starts a new session (until a
+    -- connect succeeds); the connect event says session_present = false
+    -- and an automatic reconnect subscribes again.
+    if not self._persist then self._need_clean = true end
+  end
+  if self._need_clean then
+    o = copy(o)
+    o.clean = true
   end
   return self._c:connect(o)
 end
@@ -841,6 +842,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       end
       self._state = "connected"
       self._ever_connected = true
+      self._need_clean = nil
       self._up_at = now()
       -- paho names the server without its scheme: give back the URI the program used
       for i, u in ipairs(self._uris) do
@@ -1497,6 +1499,21 @@ function Client:publish(topic, payload, opts)
     -- not have closed the socket yet, and would take the publish
     c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
     return nil, "publish: " .. c:not_connected(), "not_connected"
+  end
+  if self._need_clean and self._state ~= "connected" then
+    -- a fresh paho handle in memory connects with Clean Start, and paho
+    -- fails every request queued before that CONNACK (-9): keep the
+    -- publishes here until it is in (within offline_queue)
+    c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
+    local held_n = self._held_last - self._held_first + 1
+    if self._offline_n + held_n >= self._offline_max then
+      return nil, fmt("publish: the offline queue is full (offline_queue = %d; %d publishes wait for the "
+        .. "connection)", self._offline_max, self._offline_n + held_n), "queue_full"
+    end
+    local tok = new_token(self, "publish")
+    self._held_last = self._held_last + 1
+    self._held[self._held_last] = { topic, payload, qos, retain, props, tok }
+    return tok
   end
   return submit(self, topic, payload, qos, retain, props)
 end
