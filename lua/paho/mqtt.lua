@@ -225,6 +225,12 @@ local release_held -- defined with publish
 
 local kick -- defined with connect
 
+-- paho holds publishes the client did not hand it: ones it restored from
+-- its persistence store
+local function restored_left(c)
+  return (c._c:pending() or 0) > c._inflight + c._inflight0
+end
+
 local function drain(c, max)
   local n = 0
   local core_c = c._c
@@ -242,7 +248,7 @@ local function drain(c, max)
     -- its persistence store (client:watch_restored): wake it if so
     c._delivered = false
     if c._c and not c._closed and c._restoring then
-      if (c._c:pending() or 0) > c._inflight + c._inflight0 then
+      if restored_left(c) then
         c._kick = true
       else
         c._restoring = false -- all restored ones are done
@@ -702,6 +708,12 @@ end
 
 local schedule_reconnect, reconnect_failed, resubscribe -- defined with connect
 
+-- the damage a -1/-2 publish failure leaves (see complete_op), as the
+-- failed tokens of a fresh handle name it
+local function write_failed(rc)
+  return fmt("a publish failed while being written (paho code %d)", rc)
+end
+
 -- see lost(): a connection that ends within QUICK_LOSS s of its CONNACK,
 -- QUICK_LOSSES times in a row, means paho damaged its session
 local QUICK_LOSS, QUICK_LOSSES = 0.5, 3
@@ -718,7 +730,7 @@ local function core_connect(self, o)
   if self._damaged or paho_rc then
     -- what the old handle still owes fails; say why
     local why = type(self._damaged) == "string" and self._damaged
-      or paho_rc and fmt("a publish failed while being written (paho code %d)", paho_rc) or "cause not recorded"
+      or paho_rc and write_failed(paho_rc) or "cause not recorded"
     self._damaged = nil
     for _, tok in pairs(self._tokens) do tok.rebuilt = why end
     for _, q in pairs(self._more or {}) do
@@ -868,7 +880,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
         -- unseen: while paho holds more publishes than the client handed
         -- it, watch paho's deliveryComplete (see kick) and count a loss as
         -- damage (see lost)
-        self._restoring = (self._c:pending() or 0) > self._inflight + self._inflight0
+        self._restoring = restored_left(self)
         self._c:watch_restored(self._restoring)
       end
       if tok then finish(tok, true, nil, nil, info) end
@@ -957,7 +969,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       -- after one such failure under valgrind), but keeping the old one
       -- lets paho's threads read the freed memory (valgrind, CI run at
       -- f36b277), so memory safety wins.
-      self._damaged = self._damaged or fmt("a publish failed while being written (paho code %d)", rc)
+      self._damaged = self._damaged or write_failed(rc)
     end
     local msg, code = op_failure(self, kind, rc, reason, text)
     if tok.rebuilt then
@@ -1174,8 +1186,9 @@ end
 -- UNSUBSCRIBE that wakes paho, see wake_paho) makes it go on at once. The
 -- buffered ones have tokens here, whose completions kick; the restored ones
 -- have none: paho's deliveryComplete ("delivered" events, see drain) kicks
--- for them, about 20 times faster than paho's one-second wait (a fresh paho
--- handle restored 674 to 2,748 of them in the fault spec).
+-- for them (400 restored publishes: all sent in under 0.5 s, against 224 in
+-- 10 s with paho's one-second wait; a fresh paho handle restored 674 to
+-- 2,748 of them in the fault spec).
 function kick(self)
   if self._state ~= "connected" or not self._c then return end
   local token = self._c:unsubscribe(WAKE_FILTER)
@@ -1452,6 +1465,21 @@ local QOS0_WINDOW = 64 -- QoS 0 publishes handed to paho and not yet sent, at mo
 local pub_spec = { qos = range(0, 2), retain = "boolean", properties = props_rule }
 local submit -- defined below
 
+-- keep a publish in the client (released by release_held once connected
+-- and the window has room); raises as publish would for bad arguments
+local function hold(self, c, topic, payload, qos, retain, props)
+  c:check_publish(topic, payload, qos, retain, props)
+  local tok = new_token(self, "publish")
+  self._held_last = self._held_last + 1
+  self._held[self._held_last] = { topic, payload, qos, retain, props, tok }
+  return tok
+end
+
+local function offline_full(self, waiting)
+  return fmt("publish: the offline queue is full (offline_queue = %d; %d publishes wait for the connection)",
+    self._offline_max, waiting)
+end
+
 --- publish(topic, payload, opts) -> token | nil, message, code. Does not wait.
 function Client:publish(topic, payload, opts)
   local c = checkself(self, "publish")
@@ -1487,11 +1515,7 @@ function Client:publish(topic, payload, opts)
     local full
     if (qos or 0) == 0 then full = self._inflight0 >= QOS0_WINDOW else full = self._inflight >= self._recv_max end
     if full or self._held_first <= self._held_last then
-      c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
-      local tok = new_token(self, "publish")
-      self._held_last = self._held_last + 1
-      self._held[self._held_last] = { topic, payload, qos, retain, props, tok }
-      return tok
+      return hold(self, c, topic, payload, qos, retain, props)
     end
   end
   if self._offline_max == 0 and (self._state == "disconnected" or self._state == "reconnecting") then
@@ -1504,16 +1528,12 @@ function Client:publish(topic, payload, opts)
     -- a fresh paho handle in memory connects with Clean Start, and paho
     -- fails every request queued before that CONNACK (-9): keep the
     -- publishes here until it is in (within offline_queue)
-    c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
-    local held_n = self._held_last - self._held_first + 1
-    if self._offline_n + held_n >= self._offline_max then
-      return nil, fmt("publish: the offline queue is full (offline_queue = %d; %d publishes wait for the "
-        .. "connection)", self._offline_max, self._offline_n + held_n), "queue_full"
+    local waiting = self._offline_n + self._held_last - self._held_first + 1
+    if waiting >= self._offline_max then
+      c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
+      return nil, offline_full(self, waiting), "queue_full"
     end
-    local tok = new_token(self, "publish")
-    self._held_last = self._held_last + 1
-    self._held[self._held_last] = { topic, payload, qos, retain, props, tok }
-    return tok
+    return hold(self, c, topic, payload, qos, retain, props)
   end
   return submit(self, topic, payload, qos, retain, props)
 end
@@ -1523,8 +1543,7 @@ function submit(self, topic, payload, qos, retain, props, tok)
   local token, err, code = self._c:publish(topic, payload, qos, retain, props)
   if not token then
     if code == "queue_full" then
-      err = fmt("publish: the offline queue is full (offline_queue = %d; %d publishes wait for the "
-        .. "connection)", self._offline_max, self._offline_n)
+      err = offline_full(self, self._offline_n)
     end
     return nil, err, code
   end
