@@ -931,7 +931,10 @@ static void push_message(lua_State *L, pmq_event *e)
  *                      | "op", kind, token, ok, rc, reason, text, extra, props
  *                      | "lost", cause, text
  *                      | "disconnected", reason, text, props
- *                      | "delivered" (while watch_restored is on) */
+ *                      | "delivered" (while watch_restored is on)
+ *                      | "published", ids, n: publishes that succeeded
+ *                        with reason 0 and no properties, by number, in
+ *                        ids[1..n] (the table given as argument, if any) */
 static int l_next(lua_State *L)
 {
     pmq_ctx *c = check_open(L, "next");
@@ -977,6 +980,21 @@ static int l_next(lua_State *L)
     case PMQ_EV_DELIVERED:
         lua_pushliteral(L, "delivered");
         n = 1;
+        break;
+    case PMQ_EV_PUBLISHED:
+        /* the numbers go into the table given (reused by the caller), or a
+         * new one */
+        lua_pushliteral(L, "published");
+        if (lua_istable(L, 2))
+            lua_pushvalue(L, 2);
+        else
+            lua_createtable(L, e->nqos, 0);
+        for (int i = 0; i < e->nqos; i++) {
+            lua_pushinteger(L, e->qos[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_pushinteger(L, e->nqos);
+        n = 3;
         break;
     case PMQ_EV_DISCONNECTED:
         lua_pushliteral(L, "disconnected");

@@ -119,9 +119,11 @@ static void drain_fd(pmq_ctx *c)
         char buf[64];
         ssize_t n;
         c->signalled = 0;
+        /* one read: signal_fd writes once per signalled cycle (an eventfd
+         * returns its whole count, a pipe holds that one byte) */
         do {
             n = read(c->rfd, buf, c->rfd == c->wfd ? 8 : sizeof buf);
-        } while (n > 0 || (n < 0 && errno == EINTR));
+        } while (n < 0 && errno == EINTR);
     }
 }
 
@@ -134,9 +136,10 @@ static void push(pmq_ctx *c, pmq_event *e)
     else
         c->head = e;
     c->tail = e;
+    c->pub_batch = e->type == PMQ_EV_PUBLISHED ? e : NULL;
     c->count++;
     c->bytes += e->bytes;
-    if (e->type == PMQ_EV_MESSAGE || (e->type == PMQ_EV_OP && e->ok))
+    if (e->type == PMQ_EV_MESSAGE || e->type == PMQ_EV_PUBLISHED || (e->type == PMQ_EV_OP && e->ok))
         __atomic_add_fetch(&c->heard, 1, __ATOMIC_RELAXED); /* the broker spoke */
     if (c->count > c->max_depth)
         c->max_depth = c->count;
@@ -156,6 +159,8 @@ pmq_event *pmq_queue_pop(pmq_ctx *c)
         c->bytes -= e->bytes;
         if (e->type == PMQ_EV_DELIVERED)
             c->dc_queued = 0;
+        if (e == c->pub_batch)
+            c->pub_batch = NULL;
     }
     if (!c->head)
         drain_fd(c);
@@ -701,20 +706,103 @@ void pmq_unsubscribe_fail5(void *vctx, MQTTAsync_failureData5 *r)
 }
 
 /* publish: the context is a pmq_subop whose n is the publish's number */
+#define PMQ_SPARE_MAX 256 /* freed request contexts kept per client */
+
+/* with c->mu held: take a request's context off the client's list and
+ * keep it for reuse; returns it when it is to be freed (spare list full) */
+static pmq_subop *unlist(pmq_ctx *c, pmq_subop *op)
+{
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        c->subops = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    if (c->nspare < PMQ_SPARE_MAX) {
+        op->next = c->spare;
+        c->spare = op;
+        c->nspare++;
+        return NULL;
+    }
+    return op;
+}
+
+/* a publish that succeeded plainly (reason 0, no properties): its number
+ * joins the open PMQ_EV_PUBLISHED event at the tail of the queue, or starts
+ * one; its context goes back to the spare list under the same lock */
+#define PMQ_BATCH_FIRST 64
+#define PMQ_BATCH_MAX 4096
+static void published(pmq_subop *op)
+{
+    pmq_ctx *c = op->c;
+    pmq_event *fresh = NULL;
+    int *ids = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        pmq_event *e = c->pub_batch;
+        if (e && e->nqos < e->cap) {
+            e->qos[e->nqos++] = op->n;
+            __atomic_add_fetch(&c->heard, 1, __ATOMIC_RELAXED); /* the broker spoke */
+            break;
+        }
+        if (e && e->cap < PMQ_BATCH_MAX) {
+            /* grow it (rare: the Lua thread takes batches as they come) */
+            int *more = realloc(e->qos, sizeof(int) * (size_t)e->cap * 2);
+            if (more) {
+                e->qos = more;
+                e->cap *= 2;
+                continue;
+            }
+        }
+        if (fresh) {
+            fresh->qos = ids;
+            fresh->cap = PMQ_BATCH_FIRST;
+            push(c, fresh); /* counts as heard */
+            fresh->qos[fresh->nqos++] = op->n;
+            fresh = NULL;
+            break;
+        }
+        /* a new event: allocated without the lock, then try again */
+        pthread_mutex_unlock(&c->mu);
+        fresh = calloc(1, sizeof *fresh);
+        ids = malloc(sizeof(int) * PMQ_BATCH_FIRST);
+        if (!fresh || !ids) {
+            pmq_event *e1 = op_event(PMQ_OP_PUBLISH, 1, op->n);
+            free(fresh);
+            free(ids);
+            if (e1)
+                post(c, e1);
+            pmq_subop_free(op);
+            return;
+        }
+        fresh->type = PMQ_EV_PUBLISHED;
+        fresh->ok = 1;
+        pthread_mutex_lock(&c->mu);
+    }
+    op = unlist(c, op);
+    pthread_mutex_unlock(&c->mu);
+    free(op);
+    if (fresh) {
+        free(fresh);
+        free(ids);
+    }
+}
+
 void pmq_publish_ok(void *vop, MQTTAsync_successData *r)
 {
-    pmq_subop *op = vop;
-    pmq_event *e = op_event(PMQ_OP_PUBLISH, 1, op->n);
     (void)r;
-    if (e)
-        post(op->c, e);
-    pmq_subop_free(op);
+    published(vop);
 }
 
 void pmq_publish_ok5(void *vop, MQTTAsync_successData5 *r)
 {
     pmq_subop *op = vop;
-    pmq_event *e = op_event(PMQ_OP_PUBLISH, 1, op->n);
+    pmq_event *e;
+    if (!r || (r->reasonCode == MQTTREASONCODE_SUCCESS && r->properties.count == 0)) {
+        published(op);
+        return;
+    }
+    e = op_event(PMQ_OP_PUBLISH, 1, op->n);
     if (e && r) {
         e->reason = (int)r->reasonCode;
         copy_props(e, &r->properties);
@@ -785,7 +873,6 @@ void pmq_disconnect_fail5(void *vctx, MQTTAsync_failureData5 *r)
 /* request contexts (pmq_subop), pooled per client                     */
 
 /* at most this many freed contexts are kept per client for reuse */
-#define PMQ_SPARE_MAX 256
 
 pmq_subop *pmq_subop_new(pmq_ctx *c, int n)
 {
@@ -816,18 +903,7 @@ void pmq_subop_free(pmq_subop *op)
 {
     pmq_ctx *c = op->c;
     pthread_mutex_lock(&c->mu);
-    if (op->prev)
-        op->prev->next = op->next;
-    else
-        c->subops = op->next;
-    if (op->next)
-        op->next->prev = op->prev;
-    if (c->nspare < PMQ_SPARE_MAX) {
-        op->next = c->spare;
-        c->spare = op;
-        c->nspare++;
-        op = NULL;
-    }
+    op = unlist(c, op);
     pthread_mutex_unlock(&c->mu);
     free(op);
 }

@@ -24,7 +24,8 @@ enum {
     PMQ_EV_OP,           /* an asynchronous request finished */
     PMQ_EV_LOST,         /* connectionLost */
     PMQ_EV_DISCONNECTED, /* the broker sent DISCONNECT (MQTT 5) */
-    PMQ_EV_DELIVERED     /* paho's deliveryComplete, while watched (see watch_dc) */
+    PMQ_EV_DELIVERED,    /* paho's deliveryComplete, while watched (see watch_dc) */
+    PMQ_EV_PUBLISHED     /* publishes that succeeded plainly, by number (see pub_batch) */
 };
 
 /* Kinds of asynchronous requests. */
@@ -55,8 +56,10 @@ typedef struct pmq_event {
     int reason;          /* MQTT reason code */
     int flag;            /* session_present (connect), packet type (failure) */
     int mqtt_version;
-    int nqos;            /* granted QoS / reason codes of a SUBACK/UNSUBACK */
+    int nqos;            /* granted QoS / reason codes of a SUBACK/UNSUBACK;
+                          * PMQ_EV_PUBLISHED: the publish numbers */
     int *qos;
+    int cap;             /* PMQ_EV_PUBLISHED: room in qos */
     char *text;          /* failure message, server URI or cause; malloc'd */
     int has_props;
     MQTTProperties props;
@@ -108,6 +111,11 @@ typedef struct pmq_ctx {
     pmq_subop *spare;            /* freed contexts kept for reuse (no malloc per publish) */
     int nspare;
     int pub_seq;                 /* the last publish number (owning thread) */
+    /* the PMQ_EV_PUBLISHED event at the tail of the queue, still open to
+     * more numbers (NULL once any other event follows it or it is popped):
+     * publishes that succeed with reason 0 and no properties share one
+     * event instead of one each, in their place among the other events */
+    pmq_event *pub_batch;
     /* deliveryComplete: paho restores the publishes of its persistence store
      * without any callback of ours, and calls only deliveryComplete as they
      * complete. While watch_dc is set (atomic), each posts one

@@ -231,12 +231,15 @@ local function restored_left(c)
   return (c._c:pending() or 0) > c._inflight + c._inflight0
 end
 
+-- the numbers of a "published" event land here (one table, reused)
+local ids_buf = {}
+
 local function drain(c, max)
   local n = 0
   local core_c = c._c
   while n < max do
     if not c._c or c._closed then break end -- a handler may close it
-    if handle_event(c, core_c:next()) == false then break end
+    if handle_event(c, core_c:next(ids_buf)) == false then break end
     n = n + 1
     if c._release then
       c._release = false
@@ -1020,6 +1023,13 @@ function handle_event(self, ev, a, b, c, d, e, f, g, h)
     if handler then spawn(self, "message", handler, a) end
   elseif ev == "op" then
     complete_op(self, a, b, c, d, e, f, g, h)
+  elseif ev == "published" then
+    -- publishes that succeeded plainly (reason 0, no properties), batched
+    -- in the core: a holds their numbers, b how many
+    for i = 1, b do
+      if self._closed then break end -- a handler woken by one may close it
+      complete_op(self, "publish", a[i], true, 0, 0)
+    end
   elseif ev == "delivered" then
     self._delivered = true
   elseif ev == "lost" then
