@@ -1092,8 +1092,8 @@ static int l_stats(lua_State *L)
     pthread_mutex_lock(&c->mu);
     SETINT("messages_in", c->msgs_in);
     SETINT("bytes_in", c->bytes_in);
-    SETINT("queued", c->count);
-    SETINT("queued_bytes", c->bytes);
+    SETINT("queued", __atomic_load_n(&c->count, __ATOMIC_SEQ_CST));
+    SETINT("queued_bytes", __atomic_load_n(&c->bytes, __ATOMIC_SEQ_CST));
     SETINT("queue_max", c->max_count);
     SETINT("queue_max_bytes", c->max_bytes);
     SETINT("queue_peak", c->max_depth);

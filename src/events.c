@@ -127,9 +127,11 @@ static void drain_fd(pmq_ctx *c)
     }
 }
 
-/* with c->mu held */
+/* with c->mu held. count and bytes are atomic: the owning thread takes
+ * events off its own batch (see pmq_queue_pop) without the mutex */
 static void push(pmq_ctx *c, pmq_event *e)
 {
+    size_t n;
     e->next = NULL;
     if (c->tail)
         c->tail->next = e;
@@ -137,36 +139,44 @@ static void push(pmq_ctx *c, pmq_event *e)
         c->head = e;
     c->tail = e;
     c->pub_batch = e->type == PMQ_EV_PUBLISHED ? e : NULL;
-    c->count++;
-    c->bytes += e->bytes;
+    n = __atomic_add_fetch(&c->count, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&c->bytes, e->bytes, __ATOMIC_SEQ_CST);
     if (e->type == PMQ_EV_MESSAGE || e->type == PMQ_EV_PUBLISHED || (e->type == PMQ_EV_OP && e->ok))
         __atomic_add_fetch(&c->heard, 1, __ATOMIC_RELAXED); /* the broker spoke */
-    if (c->count > c->max_depth)
-        c->max_depth = c->count;
+    if (n > c->max_depth)
+        c->max_depth = n;
     signal_fd(c);
 }
 
+/* On the owning thread. It takes everything queued at once (one lock for
+ * a batch, not one per event: paho's receive thread pushes while holding
+ * paho's own mutex, which the owning thread needs for every publish) and
+ * hands the events out one by one from c->mine. An event counts against
+ * the bound until it is handed out. */
 pmq_event *pmq_queue_pop(pmq_ctx *c)
 {
-    pmq_event *e;
-    pthread_mutex_lock(&c->mu);
-    e = c->head;
-    if (e) {
-        c->head = e->next;
-        if (!c->head)
-            c->tail = NULL;
-        c->count--;
-        c->bytes -= e->bytes;
-        if (e->type == PMQ_EV_DELIVERED)
-            c->dc_queued = 0;
-        if (e == c->pub_batch)
-            c->pub_batch = NULL;
+    pmq_event *e = c->mine;
+    if (!e) {
+        pthread_mutex_lock(&c->mu);
+        e = c->head;
+        c->head = c->tail = NULL;
+        c->pub_batch = NULL;   /* no longer at the tail of the queue */
+        c->dc_queued = 0;      /* a "delivered" taken is as good as handled */
+        /* the fd is drained when a pop finds the queue empty, not when it
+         * takes the last event: while the owning thread handles those,
+         * what paho queues needs no write to the fd (the caller pops
+         * again before it waits on the fd) */
+        if (!e)
+            drain_fd(c);
+        pthread_mutex_unlock(&c->mu);
+        if (!e)
+            return NULL;
     }
-    if (!c->head)
-        drain_fd(c);
-    pthread_mutex_unlock(&c->mu);
-    if (e)
-        wake_stalled();
+    c->mine = e->next;
+    e->next = NULL;
+    __atomic_sub_fetch(&c->count, 1, __ATOMIC_SEQ_CST);
+    __atomic_sub_fetch(&c->bytes, e->bytes, __ATOMIC_SEQ_CST);
+    wake_stalled();
     return e;
 }
 
@@ -213,6 +223,11 @@ void pmq_queue_free(pmq_ctx *c)
         pmq_event_free(e);
     }
     c->head = c->tail = NULL;
+    for (e = c->mine; e; e = next) {
+        next = e->next;
+        pmq_event_free(e);
+    }
+    c->mine = NULL;
     while (c->subops) {
         pmq_subop *op = c->subops;
         c->subops = op->next;
@@ -261,8 +276,9 @@ static char *dupstr(const char *s)
 /* with c->mu held */
 static int is_full(pmq_ctx *c, size_t add)
 {
-    return c->count > 0 && ((c->max_count && c->count >= c->max_count) ||
-                            (c->max_bytes && c->bytes + add > c->max_bytes));
+    size_t n = __atomic_load_n(&c->count, __ATOMIC_SEQ_CST);
+    size_t b = __atomic_load_n(&c->bytes, __ATOMIC_SEQ_CST);
+    return n > 0 && ((c->max_count && n >= c->max_count) || (c->max_bytes && b + add > c->max_bytes));
 }
 
 /* called without c->mu; returns with it unlocked */

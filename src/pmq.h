@@ -101,7 +101,8 @@ typedef struct pmq_ctx {
 
     pthread_mutex_t mu;
     pmq_event *head, *tail;
-    size_t count, bytes;         /* events and bytes queued */
+    pmq_event *mine;             /* taken off the queue by the owning thread, not handed out yet */
+    size_t count, bytes;         /* events and bytes queued, mine included (atomic) */
     size_t max_count, max_bytes; /* the bound; 0 = unbounded */
     int rfd, wfd;                /* eventfd (rfd == wfd) or pipe */
     int signalled;               /* the fd is readable */
