@@ -722,86 +722,54 @@ void pmq_unsubscribe_fail5(void *vctx, MQTTAsync_failureData5 *r)
 }
 
 /* publish: the context is a pmq_subop whose n is the publish's number */
-#define PMQ_SPARE_MAX 256 /* freed request contexts kept per client */
-
-/* with c->mu held: take a request's context off the client's list and
- * keep it for reuse; returns it when it is to be freed (spare list full) */
-static pmq_subop *unlist(pmq_ctx *c, pmq_subop *op)
-{
-    if (op->prev)
-        op->prev->next = op->next;
-    else
-        c->subops = op->next;
-    if (op->next)
-        op->next->prev = op->prev;
-    if (c->nspare < PMQ_SPARE_MAX) {
-        op->next = c->spare;
-        c->spare = op;
-        c->nspare++;
-        return NULL;
-    }
-    return op;
-}
+static pmq_subop *unlist(pmq_ctx *c, pmq_subop *op); /* below, with the pool */
 
 /* a publish that succeeded plainly (reason 0, no properties): its number
  * joins the open PMQ_EV_PUBLISHED event at the tail of the queue, or starts
- * one; its context goes back to the spare list under the same lock */
-#define PMQ_BATCH_FIRST 64
-#define PMQ_BATCH_MAX 4096
+ * one (of PMQ_BATCH numbers at most); its context goes back to the spare
+ * list under the same lock */
+#define PMQ_BATCH 64
 static void published(pmq_subop *op)
 {
     pmq_ctx *c = op->c;
     pmq_event *fresh = NULL;
-    int *ids = NULL;
     pthread_mutex_lock(&c->mu);
     for (;;) {
         pmq_event *e = c->pub_batch;
-        if (e && e->nqos < e->cap) {
+        if (e && e->nqos < PMQ_BATCH) {
             e->qos[e->nqos++] = op->n;
             __atomic_add_fetch(&c->heard, 1, __ATOMIC_RELAXED); /* the broker spoke */
             break;
         }
-        if (e && e->cap < PMQ_BATCH_MAX) {
-            /* grow it (rare: the Lua thread takes batches as they come) */
-            int *more = realloc(e->qos, sizeof(int) * (size_t)e->cap * 2);
-            if (more) {
-                e->qos = more;
-                e->cap *= 2;
-                continue;
-            }
-        }
         if (fresh) {
-            fresh->qos = ids;
-            fresh->cap = PMQ_BATCH_FIRST;
-            push(c, fresh); /* counts as heard */
             fresh->qos[fresh->nqos++] = op->n;
+            push(c, fresh); /* counts as heard */
             fresh = NULL;
             break;
         }
-        /* a new event: allocated without the lock, then try again */
+        /* a new event, allocated without the lock; then look again (another
+         * completion may have started one meanwhile) */
         pthread_mutex_unlock(&c->mu);
         fresh = calloc(1, sizeof *fresh);
-        ids = malloc(sizeof(int) * PMQ_BATCH_FIRST);
-        if (!fresh || !ids) {
-            pmq_event *e1 = op_event(PMQ_OP_PUBLISH, 1, op->n);
+        if (fresh && (fresh->qos = malloc(sizeof(int) * PMQ_BATCH)) == NULL) {
             free(fresh);
-            free(ids);
+            fresh = NULL;
+        }
+        if (!fresh) {
+            /* out of memory: the single event of before, if it fits */
+            pmq_event *e1 = op_event(PMQ_OP_PUBLISH, 1, op->n);
             if (e1)
                 post(c, e1);
             pmq_subop_free(op);
             return;
         }
         fresh->type = PMQ_EV_PUBLISHED;
-        fresh->ok = 1;
         pthread_mutex_lock(&c->mu);
     }
     op = unlist(c, op);
     pthread_mutex_unlock(&c->mu);
     free(op);
-    if (fresh) {
-        free(fresh);
-        free(ids);
-    }
+    pmq_event_free(fresh); /* not needed after all (NULL when used) */
 }
 
 void pmq_publish_ok(void *vop, MQTTAsync_successData *r)
@@ -819,12 +787,11 @@ void pmq_publish_ok5(void *vop, MQTTAsync_successData5 *r)
         return;
     }
     e = op_event(PMQ_OP_PUBLISH, 1, op->n);
-    if (e && r) {
+    if (e) {
         e->reason = (int)r->reasonCode;
         copy_props(e, &r->properties);
-    }
-    if (e)
         post(op->c, e);
+    }
     pmq_subop_free(op);
 }
 
@@ -889,6 +856,26 @@ void pmq_disconnect_fail5(void *vctx, MQTTAsync_failureData5 *r)
 /* request contexts (pmq_subop), pooled per client                     */
 
 /* at most this many freed contexts are kept per client for reuse */
+#define PMQ_SPARE_MAX 256
+
+/* with c->mu held: take a request's context off the client's list and
+ * keep it for reuse; returns it when it is to be freed (spare list full) */
+static pmq_subop *unlist(pmq_ctx *c, pmq_subop *op)
+{
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        c->subops = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    if (c->nspare < PMQ_SPARE_MAX) {
+        op->next = c->spare;
+        c->spare = op;
+        c->nspare++;
+        return NULL;
+    }
+    return op;
+}
 
 pmq_subop *pmq_subop_new(pmq_ctx *c, int n)
 {

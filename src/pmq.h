@@ -59,7 +59,6 @@ typedef struct pmq_event {
     int nqos;            /* granted QoS / reason codes of a SUBACK/UNSUBACK;
                           * PMQ_EV_PUBLISHED: the publish numbers */
     int *qos;
-    int cap;             /* PMQ_EV_PUBLISHED: room in qos */
     char *text;          /* failure message, server URI or cause; malloc'd */
     int has_props;
     MQTTProperties props;
