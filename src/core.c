@@ -27,5 +27,6 @@ int luaopen_paho_mqtt_core(lua_State *L)
     lua_newtable(L);
     pmq_open_util(L);
     pmq_open_client(L);
+    pmq_open_host(L);
     return 1;
 }

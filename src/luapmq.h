@@ -75,6 +75,9 @@ typedef struct {
 /* client.c */
 PMQ_HIDDEN int pmq_open_client(lua_State *L);
 
+/* host.c */
+PMQ_HIDDEN int pmq_open_host(lua_State *L);
+
 /* props.c */
 PMQ_HIDDEN void pmq_props_check(lua_State *L, int idx, const char *fname, int version);
 PMQ_HIDDEN void pmq_props_build(lua_State *L, int idx, MQTTProperties *p);

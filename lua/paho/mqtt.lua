@@ -17,6 +17,11 @@ local type, pairs, ipairs, error, tostring, setmetatable =
 local co_create, co_resume, co_yield, co_running =
   rawget(coroutine, "_create") or coroutine.create, rawget(coroutine, "_resume") or coroutine.resume,
   rawget(coroutine, "_yield") or coroutine.yield, coroutine.running
+-- In OpenResty a thread carries a pointer to the request it runs for, and a
+-- pooled or suspended handler coroutine would keep the one of the timer that
+-- created or last resumed it, freed since (ngx.log in a handler crashed the
+-- worker: issue 17, src/host.c); every resume gives it the resumer's first
+local adopt_host = rawget(coroutine, "_create") ~= nil and core.adopt_host or nil
 local now, poll = core.now, core.poll
 local unpack = table.unpack or unpack -- luacheck: ignore 143
 local fmt = string.format
@@ -88,6 +93,7 @@ end
 -- (client and event name are passed along, not packed in a table: this
 -- runs once per message)
 local function step(co, client, event, ...)
+  if adopt_host then adopt_host(co) end
   local ok, r1, r2 = co_resume(co, ...)
   if not ok then
     ours[co] = nil
