@@ -209,3 +209,215 @@ describe("nginx (lua-nginx-module)", function()
     assert.is_truthy(mlog:find(said, 1, true), mlog)
   end)
 end)
+
+-- The configuration of docs/event-loops.md, taken from the page itself (its
+-- paths and ports replaced), in nginx with two workers: handlers that call
+-- ngx.log, ngx.shared and ngx.time; 2,000 publishes from 10 parallel
+-- clients with an `nginx -s reload` in the middle and a broker stopped for
+-- 3 s; /health asked every 50 ms throughout (issue 17).
+describe("nginx: the documented configuration under load", function()
+  local broker, prefix, port, sub
+  local mqtt = require "paho.mqtt"
+  local slow = os.getenv("PMQ_VALGRIND") or os.getenv("PMQ_SLOW")
+
+  local function documented_conf()
+    local doc = assert(helper.read(root .. "/docs/event-loops.md"))
+    local conf = assert(doc:match("```nginx\n(load_module.-)```"), "no nginx block in docs/event-loops.md")
+    local function sub_once(s, from, to)
+      local i, j = s:find(from, 1, true)
+      assert(i, "docs/event-loops.md's configuration no longer has '" .. from .. "'")
+      return s:sub(1, i - 1) .. to .. s:sub(j + 1)
+    end
+    conf = conf:gsub("/path/to/paho%-mqtt", root)
+    conf = sub_once(conf, "tcp://127.0.0.1:1883", broker.uri)
+    conf = sub_once(conf, "listen 127.0.0.1:8080;", "listen 127.0.0.1:" .. port .. ";")
+    conf = sub_once(conf, "events {}", table.concat({
+      capture("id -u"):match("^0") and "user root;" or "",
+      "pid " .. prefix .. "/nginx.pid;",
+      "error_log " .. prefix .. "/logs/error.log info;",
+      "events {}" }, "\n"))
+    conf = sub_once(conf, "http {", "http {\n  access_log off;\n" .. table.concat((function()
+      local t = {}
+      for _, k in ipairs({ "client_body", "proxy", "fastcgi", "uwsgi", "scgi" }) do
+        t[#t + 1] = ("  %s_temp_path %s/tmp/%s;"):format(k, prefix, k)
+      end
+      return t
+    end)(), "\n"))
+    return conf
+  end
+
+  local function master_pid() return tonumber(helper.read(prefix .. "/nginx.pid") or "") end
+  local function error_log() return helper.read(prefix .. "/logs/error.log") or "" end
+
+  local function timed_get(path)
+    local out = capture(("env -u LD_PRELOAD curl -s -m 5 -o /dev/null -w '%%{http_code} %%{time_total}'"
+      .. " 'http://127.0.0.1:%d%s' 2>&1"):format(port, path))
+    local code, t = out:match("^(%d+) ([%d%.]+)")
+    return tonumber(code), tonumber(t)
+  end
+
+  setup(function()
+    local made = capture("env -u LD_PRELOAD make --no-print-directory -C '" .. root
+      .. "' LUA=luajit all 2>&1; echo rc=$?")
+    assert(made:match("rc=0%s*$"), "could not build the LuaJIT core (make LUA=luajit all):\n" .. made)
+    broker = helper.broker()
+    prefix = helper.tmpdir() .. "/" .. helper.uid("nginx-doc")
+    assert(helper.sh(("mkdir -p %s/logs %s/tmp"):format(prefix, prefix)))
+    -- the spec's own subscriber: a session the broker keeps across its restart
+    sub = assert(mqtt.client{ uri = broker.uri, id = helper.uid("nginx-doc-sub") })
+    sub.got = {}
+    sub:on("message", function(msg) sub.got[msg.payload] = true end)
+    assert(sub:connect{ clean_start = false, session_expiry = 600, reconnect = { min = 0.1, max = 0.5 } })
+    assert(sub:subscribe("demo/#", 1))
+    local started, out = false, ""
+    for _ = 1, 10 do
+      port = helper.listen_port()
+      local f = assert(io.open(prefix .. "/nginx.conf", "w"))
+      f:write(documented_conf())
+      f:close()
+      out = capture(("env -u LUA_PATH -u LUA_CPATH -u LUA_INIT -u LD_PRELOAD timeout 10 nginx -p %s -c %s/nginx.conf"
+        .. " -e %s/logs/error.log 2>&1; echo rc=$?"):format(prefix, prefix, prefix))
+      if out:match("rc=0%s*$") then started = true break end
+      if not out:find("Address already in use", 1, true) then break end
+    end
+    assert(started, "nginx did not start:\n" .. out .. error_log())
+  end)
+
+  teardown(function()
+    local pid = prefix and master_pid()
+    if pid then
+      helper.sh("kill -QUIT " .. pid .. " 2>/dev/null")
+      local deadline = helper.now() + 10
+      while alive(pid) and helper.now() < deadline do helper.sleep(0.02) end
+      if alive(pid) then helper.sh("kill -KILL " .. pid .. " 2>/dev/null") end
+      helper.sh("pkill -KILL -f 'nginx: worker process.*' -P " .. pid .. " 2>/dev/null")
+    end
+    if sub then sub:close() end
+    helper.stop_all()
+  end)
+
+  it("answers every request truthfully, through a reload and a broker outage, and never stalls a worker", function()
+    -- both workers connected: a probe through each succeeds
+    local ok_probes = 0
+    local deadline = helper.now() + 20
+    for i = 1, 400 do
+      if ok_probes >= 4 or helper.now() > deadline then break end
+      if timed_get("/pub?msg=probe" .. i) == 200 then ok_probes = ok_probes + 1 else helper.sleep(0.05) end
+    end
+    assert.is_true(ok_probes >= 4, "the workers did not publish:\n" .. error_log())
+
+    local N = 2000
+    local cfg = assert(io.open(prefix .. "/load.cfg", "w"))
+    for i = 1, N do
+      cfg:write(("url = \"http://127.0.0.1:%d/pub?msg=m%d\"\noutput = \"%s/out/m%d\"\n"):format(port, i, prefix, i))
+    end
+    cfg:close()
+    local results = prefix .. "/load.out"
+    assert(helper.sh("mkdir -p " .. prefix .. "/out"))
+    assert(helper.sh(("(env -u LD_PRELOAD curl -s --no-progress-meter -m 20 --parallel --parallel-max 10 -K %s"
+      .. " -w '%%{http_code} %%{url}\\n' > %s 2>&1; echo done > %s.done) &"):format(prefix .. "/load.cfg",
+      results, results)))
+
+    local health, reloaded, stopped_at, restarted = {}, false, nil, false
+    local function answered()
+      local text = helper.read(results) or ""
+      local n = 0
+      for _ in text:gmatch("\n") do n = n + 1 end
+      return n, text
+    end
+    deadline = helper.now() + (slow and 300 or 120)
+    local next_health = 0
+    for _ = 1, 100000 do
+      if helper.now() > deadline or (helper.read(results .. ".done") and restarted) then break end
+      mqtt.dispatch(0.01)
+      local t = helper.now()
+      if t >= next_health then
+        next_health = t + 0.05
+        local code, took = timed_get("/health")
+        health[#health + 1] = { code = code, took = took, at = t }
+      end
+      local n = answered()
+      if not reloaded and n >= N / 4 then
+        reloaded = true
+        assert(helper.sh(("env -u LUA_PATH -u LUA_CPATH -u LD_PRELOAD nginx -p %s -c %s/nginx.conf -e %s/logs/error.log"
+          .. " -s reload"):format(prefix, prefix, prefix)))
+      elseif reloaded and not stopped_at and n >= N / 2 then
+        broker:stop()
+        stopped_at = helper.now()
+      elseif stopped_at and not restarted and helper.now() >= stopped_at + 3 then
+        broker:start()
+        restarted = true
+      end
+    end
+    assert.is_truthy(helper.read(results .. ".done"), "the load did not finish in time")
+    assert.is_true(restarted, "the broker was not restarted")
+    -- the workers are back: a probe after the restart succeeds
+    local back = false
+    deadline = helper.now() + 20
+    for i = 1, 400 do
+      if helper.now() > deadline then break end
+      if timed_get("/pub?msg=after" .. i) == 200 then back = true break end
+      mqtt.dispatch(0.05)
+    end
+    assert.is_true(back, "no publish succeeded after the broker restart:\n" .. error_log():sub(-4000))
+    local n, text = answered()
+    assert.are.equal(N, n, text:sub(1, 2000))
+
+    -- every answer is ok (200) or a failure (503), and every ok arrived
+    local codes, oks, missing = {}, {}, {}
+    for code, id in text:gmatch("(%d+) [^\n]-msg=(m%d+)\n") do
+      codes[code] = (codes[code] or 0) + 1
+      if code == "200" then oks[#oks + 1] = id end
+    end
+    local whys = {}
+    for code, id in text:gmatch("(%d+) [^\n]-msg=(m%d+)\n") do
+      if code ~= "200" then
+        local why = (helper.read(prefix .. "/out/" .. id) or "?"):gsub("%s+$", "")
+        whys[why] = (whys[why] or 0) + 1
+      end
+    end
+    for why, k in pairs(whys) do print(("  %d x %s"):format(k, why)) end
+    for code in pairs(codes) do
+      assert.is_truthy(code == "200" or code == "503", "unexpected HTTP status " .. code .. ":\n" .. text:sub(1, 2000))
+    end
+    helper.eventually(function()
+      missing = {}
+      for _, id in ipairs(oks) do if not sub.got[id] then missing[#missing + 1] = id end end
+      return #missing == 0
+    end, slow and 60 or 20, mqtt)
+    assert.are.equal(0, #missing, #missing .. " messages answered ok did not arrive: "
+      .. table.concat(missing, " ", 1, math.min(#missing, 20)))
+    -- a failure is true: its message did not arrive, unless the answer
+    -- said the outcome is unknown (no answer in time, or in flight at a loss)
+    helper.eventually(function() return false end, 0.5, mqtt) -- stragglers
+    local false_failures = {}
+    for code, id in text:gmatch("(%d+) [^\n]-msg=(m%d+)\n") do
+      local why = code ~= "200" and helper.read(prefix .. "/out/" .. id) or ""
+      if code ~= "200" and sub.got[id] and not (why:find("no answer within", 1, true)
+          or why:find("not completed", 1, true)) then
+        false_failures[#false_failures + 1] = id .. ": " .. why
+      end
+    end
+    assert.are.equal(0, #false_failures, "answered 503, yet delivered:\n" .. table.concat(false_failures, "\n"))
+
+    -- a location that does not use MQTT never waited
+    local worst, failed = 0, 0
+    for _, h in ipairs(health) do
+      if h.code ~= 200 then failed = failed + 1 elseif h.took > worst then worst = h.took end
+    end
+    print(("nginx doc config: %d ok, %d failed (503); /health %d samples, worst %.0f ms"):format(
+      codes["200"] or 0, codes["503"] or 0, #health, worst * 1000))
+    assert.are.equal(0, failed, "/health failed")
+    assert.is_true(#health >= 20)
+    assert.is_true(worst <= (slow and 1.0 or 0.2), ("/health took %.0f ms"):format(worst * 1000))
+
+    local log = error_log()
+    assert.is_nil(log:match("[^\n]*exited on signal[^\n]*"), log:sub(-4000))
+    assert.is_nil(log:match("[^\n]*%[alert%][^\n]*"), log:sub(-4000))
+    assert.is_nil(log:match("[^\n]*%[crit%][^\n]*"), log:sub(-4000))
+    assert.is_nil(log:match("[^\n]*%[error%][^\n]*"), log:sub(-4000))
+    -- the handlers ran: ngx.log from the connect and message handlers
+    assert.is_truthy(log:find("mqtt: connected, reconnect: true", 1, true), "no reconnect was logged")
+    assert.is_truthy(log:find("mqtt: demo/nginx m", 1, true), "no message was logged")
+  end)
+end)

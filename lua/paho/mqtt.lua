@@ -119,6 +119,11 @@ local function spawn(client, name, f, a, b)
   step(co, client, name, f, a, b)
 end
 
+-- for the event-loop adapters: run f(a, b) as a handler of client's event
+-- `name`, so that its waits yield to the dispatcher instead of blocking
+-- (paho.mqtt.nginx connects this way)
+M._spawn = spawn
+
 -- resume every suspended wait whose condition holds or whose time is up
 local function wake_sleepers()
   if #sleepers == 0 then return end
@@ -240,11 +245,12 @@ end
 -- the numbers of a "published" event land here (one table, reused)
 local ids_buf = {}
 
-local function drain(c, max)
+local function drain(c, max, till)
   local n = 0
   local core_c = c._c
   while n < max do
     if not c._c or c._closed then break end -- a handler may close it
+    if till and n > 0 and now() >= till then break end -- the caller's time budget
     if handle_event(c, core_c:next(ids_buf)) == false then break end
     n = n + 1
     if c._release then
@@ -273,7 +279,8 @@ local function drain(c, max)
 end
 
 -- wait up to `timeout` seconds for events on the given clients, handle them
-local function dispatch_clients(list, timeout)
+-- (at most max_events events, and no new one after max_time seconds)
+local function dispatch_clients(list, timeout, max_events, max_time)
   depth = depth + 1
   local ok, n = pcall(function()
     local fds = {}
@@ -293,8 +300,11 @@ local function dispatch_clients(list, timeout)
       poll({}, timeout)
     end
     local total = 0
+    local max = max_events or 10000
+    local till = max_time and now() + max_time
     for i = 1, #list do
-      total = total + drain(list[i], 10000)
+      if total >= max or (till and total > 0 and now() >= till) then break end
+      total = total + drain(list[i], max - total, till)
     end
     run_timers()
     drain_trace()
@@ -346,8 +356,13 @@ function M.sleep(s)
   return true
 end
 
+-- dispatch's optional budget {max_events = n, max_time = s}, for frame loops
+local budget_spec = { max_events = range(1, 2 ^ 31), max_time = nrange(0, 86400) }
+
+
 --- Handles events of every client for up to `timeout` seconds (0 = do not wait).
-function M.dispatch(timeout)
+-- budget (optional): {max_events = n, max_time = s} bounds the work of one call.
+function M.dispatch(timeout, b)
   timeout = timeout or 0
   if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 then
     error("bad argument #1 to dispatch (non-negative number expected, got " .. options.describe(timeout) .. ")", 2)
@@ -355,7 +370,8 @@ function M.dispatch(timeout)
   if running_handler() or depth > 0 then
     error("dispatch: called from inside a handler; handlers may wait (token:wait, mqtt.sleep) instead", 2)
   end
-  return dispatch_clients(all_clients(), timeout)
+  b = check(b, budget_spec, "dispatch", "budget")
+  return dispatch_clients(all_clients(), timeout, b.max_events, b.max_time)
 end
 
 local stopped = false
@@ -611,8 +627,8 @@ function Client.timeout()
   return left > 0 and left or 0
 end
 
---- Handles this client's events for up to `timeout` seconds.
-function Client:dispatch(timeout)
+--- Handles this client's events for up to `timeout` seconds; budget as mqtt.dispatch.
+function Client:dispatch(timeout, b)
   checkself(self, "dispatch")
   timeout = timeout or 0
   if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 then
@@ -621,16 +637,20 @@ function Client:dispatch(timeout)
   if running_handler() or depth > 0 then
     error("dispatch: called from inside a handler; handlers may wait (token:wait, mqtt.sleep) instead", 2)
   end
-  return dispatch_clients({ self }, timeout)
+  b = check(b, budget_spec, "dispatch", "budget")
+  return dispatch_clients({ self }, timeout, b.max_events, b.max_time)
 end
 
+--- Dispatches until stop() or a final disconnect. A stop() asked for before
+-- run() was entered (from a handler that ran in a wait, say) makes it
+-- dispatch what is pending and return, as libuv's uv_stop does.
 function Client:run()
   checkself(self, "run")
   if running_handler() or depth > 0 then error("run: called from inside a handler", 2) end
-  self._stop = false
-  while not self._stop and not self._closed do
+  while not self._closed do
     if self._state == "disconnected" and self._ever_connected then break end
-    dispatch_clients({ self }, 1.0)
+    dispatch_clients({ self }, self._stop and 0 or 1.0)
+    if self._stop then break end
   end
   self._stop = false
   return true
@@ -1483,8 +1503,16 @@ local submit -- defined below
 
 -- keep a publish in the client (released by release_held once connected
 -- and the window has room); raises as publish would for bad arguments
+-- stats: messages_out and bytes_out count the publishes publish() accepted
+local function count_out(self, payload)
+  local st = self._stats
+  st.messages_out = st.messages_out + 1
+  st.bytes_out = st.bytes_out + (payload and #payload or 0)
+end
+
 local function hold(self, c, topic, payload, qos, retain, props)
   c:check_publish(topic, payload, qos, retain, props)
+  count_out(self, payload)
   local tok = new_token(self, "publish")
   self._held_last = self._held_last + 1
   self._held[self._held_last] = { topic, payload, qos, retain, props, tok }
@@ -1563,9 +1591,7 @@ function submit(self, topic, payload, qos, retain, props, tok)
     end
     return nil, err, code
   end
-  local st = self._stats
-  st.messages_out = st.messages_out + 1
-  st.bytes_out = st.bytes_out + (payload and #payload or 0)
+  if not tok then count_out(self, payload) end -- a held one was counted when accepted
   tok = track(self, token, "publish", tok)
   tok.qos = qos or 0 -- in the flow-control window until it completes
   if tok.qos == 0 then self._inflight0 = self._inflight0 + 1 else self._inflight = self._inflight + 1 end

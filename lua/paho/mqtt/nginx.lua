@@ -9,18 +9,20 @@
 --     local mqngx = require "paho.mqtt.nginx"   -- first: see load_mqtt below
 --     local mqtt = mqngx.mqtt                   -- = require "paho.mqtt"
 --     local client = assert(mqtt.client{ uri = "tcp://127.0.0.1:1883",
---                                        id = "nginx-" .. ngx.worker.pid() })
---     client:on("connect", function() client:subscribe("demo/#", 1) end)
+--                                        id = "nginx-" .. ngx.worker.pid(), offline_queue = 1000 })
 --     client:on("message", function(msg) ngx.log(ngx.INFO, msg.topic, " ", msg.payload) end)
 --     package.loaded.mqtt_client = client
---     mqngx.attach(client, { connect = { keepalive = 30, timeout = 2 } })
+--     mqngx.attach(client, { connect = { keepalive = 30, timeout = 2, reconnect = true } })
 --   }
 --   location /pub { content_by_lua_block {
---     local client = package.loaded.mqtt_client
---     local tok = client:publish("demo/x", ngx.var.arg_msg, { qos = 1 })
---     local ok, err = require("paho.mqtt.nginx").wait(tok, 5)   -- ngx.sleep, not blocking
+--     local ok, err = require("paho.mqtt.nginx").publish(package.loaded.mqtt_client,
+--       "demo/x", ngx.var.arg_msg, { qos = 1 }, 5)          -- waits with ngx.sleep
+--     if not ok then ngx.status = 503 end
 --     ngx.say(ok and "ok" or err)
 --   } }
+--
+-- docs/event-loops.md has the whole configuration, and which ngx APIs
+-- handlers may call (what a timer allows and does not yield).
 --
 -- One client per worker: init_worker_by_lua runs in every worker process,
 -- and each worker has its own Lua VM, its own client and its own paho
@@ -30,12 +32,10 @@
 -- shared subscription, "$share/group/topic", or subscribe in one worker
 -- only: `if ngx.worker.id() == 0`).
 --
--- What blocks the worker: connect() (in the first timer and on each retry)
--- waits for the CONNACK, so give connect a short `timeout`; subscribe,
--- unsubscribe and token:wait block when called outside paho handlers. In
--- paho handlers they yield to the paho dispatcher instead: subscribe from
--- the "connect" handler, as above. In request handlers use wait() below.
--- In paho handlers use mqtt.sleep, never ngx.sleep or cosockets.
+-- Nothing here blocks the worker: attach connects as a paho handler (its
+-- wait for the CONNACK yields to the dispatcher), and wait/publish below
+-- wait with ngx.sleep. In paho handlers use mqtt.sleep, never ngx.sleep or
+-- cosockets.
 local ngx = ngx -- luacheck: ignore 113 (the global of lua-nginx-module)
 local M = {}
 
@@ -86,23 +86,57 @@ function Handle:close()
   self.client:close()
 end
 
+-- worker exit (reload, quit): publishes in flight get their chance to
+-- complete, as the requests waiting for them are still being served, then
+-- the client is closed; at most `grace` seconds
+local function drain_and_close(client, grace)
+  local deadline = ngx.now() + grace
+  while client:state() ~= "closed" do
+    local ok = pcall(client.dispatch, client, 0)
+    local s = client:stats()
+    local busy = (s.inflight or 0) + (s.held or 0) + (s.offline_queued or 0) > 0
+    if not ok or not busy or client:state() ~= "connected" or ngx.now() >= deadline then break end
+    ngx.sleep(0.005)
+  end
+  if client:state() ~= "closed" then client:close() end
+end
+
 --- Dispatches `client` from a chain of ngx timers. Call it from
 -- init_worker_by_lua* (or any phase where ngx.timer.at works).
 -- opts.interval (default 0.01 s): the dispatch period.
 -- opts.connect: a table for client:connect; the client is connected from
 --   the first timer, and connected again (after opts.retry seconds, default
---   5) whenever it is found disconnected, unless the program disconnected it.
+--   1) whenever it is found disconnected, unless the program disconnected it.
+--   The connect runs as a paho handler, so it never blocks the worker: the
+--   timers go on dispatching while it waits for the CONNACK.
 --   With connect{reconnect = true} the client reconnects by itself after a
 --   loss (state "reconnecting"), and this only retries a failed first connect.
 -- opts.on_connect_error(message, code): called when such a connect fails
 --   (default: ngx.log at WARN).
+-- opts.shutdown_grace (default 5 s): on worker exit, how long publishes in
+--   flight may take to complete before the client is closed (nginx's own
+--   worker_shutdown_timeout, when shorter, still ends the worker).
 -- Returns a handle: h:stop(), h:close().
 function M.attach(client, opts)
   opts = opts or {}
   local interval = opts.interval or 0.01
-  local retry = opts.retry or 5
+  local retry = opts.retry or 1
+  local grace = opts.shutdown_grace or 5
   local h = setmetatable({ client = client, stopped = false }, Handle)
   local next_connect = 0
+  local connecting = false
+
+  local function connect_error(err, code)
+    if opts.on_connect_error then opts.on_connect_error(err, code)
+    else ngx.log(ngx.WARN, "paho.mqtt.nginx: ", err) end
+  end
+
+  -- a paho handler: its wait for the CONNACK yields to the dispatcher
+  local function connect()
+    local ok, err, code = client:connect(opts.connect)
+    connecting = false
+    if not ok and client:state() ~= "closed" then connect_error(err, code) end
+  end
 
   local tick
   local function schedule()
@@ -117,18 +151,15 @@ function M.attach(client, opts)
 
   function tick(premature)
     if premature then -- the worker is exiting
-      if client:state() ~= "closed" then client:close() end
+      if client:state() ~= "closed" then drain_and_close(client, grace) end
       return
     end
     if h.stopped or client:state() == "closed" then return end
-    if opts.connect and client:state() == "disconnected" and ngx.now() >= next_connect
+    if opts.connect and not connecting and client:state() == "disconnected" and ngx.now() >= next_connect
         and client:stats().loss_cause ~= "client" then -- not after the program's own disconnect()
       next_connect = ngx.now() + retry
-      local ok, err, code = client:connect(opts.connect)
-      if not ok then
-        if opts.on_connect_error then opts.on_connect_error(err, code)
-        else ngx.log(ngx.WARN, "paho.mqtt.nginx: ", err) end
-      end
+      connecting = true
+      M.mqtt._spawn(client, "connect", connect)
     end
     if client:state() ~= "closed" then
       local ok, derr = pcall(client.dispatch, client, 0)
@@ -158,6 +189,19 @@ function M.wait(token, timeout, step)
     ngx.sleep(step)
   end
   return token:wait(0)
+end
+
+--- In a request handler: publishes and waits (ngx.sleep) for the outcome.
+-- true | nil, message, code. A client closed because the worker is exiting
+-- (a request that came in on a kept-alive connection after the adapter
+-- closed it) answers nil, message, "closed" instead of raising.
+function M.publish(client, topic, payload, opts, timeout)
+  if client:state() == "closed" then
+    return nil, "publish: the client was closed (the worker is exiting)", "closed"
+  end
+  local tok, err, code = client:publish(topic, payload, opts)
+  if not tok then return nil, err, code end
+  return M.wait(tok, timeout or 5)
 end
 
 return M
