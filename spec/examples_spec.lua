@@ -60,6 +60,32 @@ describe("examples", function()
     end
   end
 
+  -- a real game engine: LÖVE (LuaJIT) under Xvfb, for 3 s
+  it("love/ runs as a LÖVE game: publishes every frame and gets every message back", function()
+    for _, f in ipairs({ "/usr/bin/love", "/usr/bin/xvfb-run" }) do
+      local h = io.open(f, "rb")
+      assert(h, f .. " is missing: install love and xvfb (tools/deps.sh)")
+      h:close()
+    end
+    local root = assert(io.popen("pwd")):read("*l")
+    -- LÖVE runs LuaJIT: it needs build/luajit (make LUA=luajit); `make asan`
+    -- preloads ASan into what the specs start, which make and LÖVE are not
+    local p = io.popen("env -u LD_PRELOAD make --no-print-directory LUA=luajit all 2>&1; echo rc=$?")
+    local made = p:read("*a")
+    p:close()
+    assert(made:match("rc=0%s*$"), made)
+    p = io.popen(("env -u LD_PRELOAD LUA_PATH='%s/lua/?.lua;;' LUA_CPATH='%s/build/luajit/?.so;;' MQTT_URI=%s"
+      .. " MQTT_SECONDS=3 timeout 60 xvfb-run -a love examples/love 2>&1; echo rc=$?"):format(root, root, broker.uri))
+    local out = p:read("*a")
+    p:close()
+    assert.matches("rc=0%s*$", out)
+    local frames, sent, got = out:match("love: (%d+) frames in [%d.]+ s, published (%d+), received (%d+) of")
+    assert.is_truthy(frames, out)
+    assert.is_true(tonumber(frames) >= 60, out)
+    assert.are.equal(sent, got, out)
+    assert.matches("OK: every message went out and came back", out)
+  end)
+
   -- speed is not asserted (the example prints its worst frame); the round
   -- trip through one dispatch(0) per frame is
   it("game_loop.lua gets every message back through one dispatch(0) per 60 Hz frame", function()

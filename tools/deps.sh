@@ -8,6 +8,8 @@ pkgs="lua5.4 liblua5.4-dev luarocks lua-busted lua-check libpaho-mqtt-dev mosqui
 # is the spec's HTTP client; nginx loads the LuaJIT build of the core, which
 # that spec builds whatever Lua runs the suite
 pkgs="$pkgs lua-cqueues lua-luv lua-copas nginx libnginx-mod-http-lua curl luajit2 libluajit2-5.1-dev"
+# LÖVE, the game engine examples/love runs in (spec/examples_spec.lua), under Xvfb
+pkgs="$pkgs love xvfb xauth"
 # openssl makes the TLS specs' PKI; node runs aedes for spec/websocket_spec.lua (npm: Debian's, unless node brings its own)
 pkgs="$pkgs openssl nodejs"; command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 case "$lua" in
