@@ -380,11 +380,12 @@ function M.run()
   if running_handler() or depth > 0 then
     error("run: called from inside a handler", 2)
   end
-  stopped = false
-  while not stopped do
+  -- a stop() asked for before run() is honoured (see Client:run)
+  while true do
     local list = all_clients()
     if #list == 0 and #sleepers == 0 and #timers == 0 then break end
-    dispatch_clients(list, 1.0)
+    dispatch_clients(list, stopped and 0 or 1.0)
+    if stopped then break end
   end
   stopped = false
   return true
