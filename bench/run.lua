@@ -8,7 +8,8 @@
 -- median of the runs: messages per second, latency p50/p99, connect times,
 -- the Lua/C ratio, the client's CPU per message and the broker's CPU use
 -- over the measured interval (from /proc/PID/stat). Last it runs
--- bench/slow_consumer.lua (memory with a slow subscriber).
+-- bench/frame_budget.lua (one frame's dispatch after a stall, with and
+-- without a budget) and bench/slow_consumer.lua (memory with a slow subscriber).
 --
 -- Environment: BENCH_REPS (3), BENCH_SCALE (1.0: multiplies every message
 -- count), BENCH_CASES (a Lua pattern matched against case names, e.g.
@@ -342,6 +343,15 @@ local ok, err = pcall(function()
   print()
   print(("load after: %s; the benchmarks took %.0f s"):format(first_line(capture("cat /proc/loadavg")),
     now() - t_start))
+
+  if wanted("frame") then
+    print()
+    print("== frame budget (bench/frame_budget.lua)")
+    io.flush()
+    if not sh(("MQTT_URI=%s timeout 120 %s %s/frame_budget.lua"):format(broker.uri, LUA, HERE)) then
+      failures[#failures + 1] = "frame budget: failed"
+    end
+  end
 
   if SLOW_N > 0 and wanted("slow") then
     print()
