@@ -231,6 +231,17 @@ void pmq_props_check(lua_State *L, int idx, const char *fname, int version)
                 luaL_error(L, "bad property 'user' to %s (list of {key, value} pairs expected, got %s)",
                            fname, luaL_typename(L, t));
             n = (int)pmq_rawlen(L, t);
+            /* a map ({k = "v"}) has no list part: it would send nothing */
+            lua_pushnil(L);
+            while (lua_next(L, t)) {
+                lua_pop(L, 1);
+                if (!(pmq_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 && lua_tointeger(L, -1) <= n))
+                    luaL_error(L, "bad property 'user' to %s (a list of {key, value} pairs expected, got a table "
+                               "with key %s%s%s: write user = { {\"key\", \"value\"} }, as keys may repeat)",
+                               fname, lua_type(L, -1) == LUA_TSTRING ? "'" : "",
+                               lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1),
+                               lua_type(L, -1) == LUA_TSTRING ? "'" : "");
+            }
             for (int k = 1; k <= n; k++) {
                 lua_rawgeti(L, t, k);
                 if (lua_type(L, -1) != LUA_TTABLE)

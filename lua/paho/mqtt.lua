@@ -370,7 +370,7 @@ function M.dispatch(timeout, b)
   if running_handler() or depth > 0 then
     error("dispatch: called from inside a handler; handlers may wait (token:wait, mqtt.sleep) instead", 2)
   end
-  b = check(b, budget_spec, "dispatch", "budget")
+  b = check(b, budget_spec, "dispatch", "dispatch budget")
   return dispatch_clients(all_clients(), timeout, b.max_events, b.max_time)
 end
 
@@ -638,7 +638,7 @@ function Client:dispatch(timeout, b)
   if running_handler() or depth > 0 then
     error("dispatch: called from inside a handler; handlers may wait (token:wait, mqtt.sleep) instead", 2)
   end
-  b = check(b, budget_spec, "dispatch", "budget")
+  b = check(b, budget_spec, "dispatch", "dispatch budget")
   return dispatch_clients({ self }, timeout, b.max_events, b.max_time)
 end
 
@@ -1241,7 +1241,16 @@ function Client:connect(opts)
   local c = checkself(self, "connect")
   opts = check(opts, connect_spec, "connect")
   if opts.will then check(opts.will, will_spec, "connect", "will") end
-  if opts.tls then check(opts.tls, tls_spec, "connect", "tls") end
+  if opts.tls then
+    check(opts.tls, tls_spec, "connect", "tls")
+    -- on a plain URI paho would connect in plain text and ignore it
+    for i, u in ipairs(self._uris) do
+      if not (u:match("^ssl://") or u:match("^wss://")) then
+        error(fmt("bad option 'tls' to connect (the URI '%s' is not a TLS one: tls applies to ssl://, mqtts:// "
+          .. "and wss:// URIs)", tostring(self._given[i] or u)), 2)
+      end
+    end
+  end
   if self.version ~= 5 and opts.session_expiry and opts.session_expiry ~= 0 then
     error(fmt("bad option 'session_expiry' to connect (MQTT 5 only; this client uses %s)",
       self.version == 4 and "3.1.1" or "3.1"), 2)

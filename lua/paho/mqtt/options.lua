@@ -2,7 +2,7 @@
 -- and what was expected, and suggest the closest valid name for a typo.
 local M = {}
 
-local type, pairs, tostring, math_type = type, pairs, tostring, math.type
+local type, pairs, ipairs, tostring, math_type = type, pairs, ipairs, tostring, math.type
 
 local function distance(a, b)
   -- Levenshtein distance, small strings only
@@ -26,8 +26,30 @@ local function distance(a, b)
   return prev[lb]
 end
 
+-- names other MQTT clients use (Python paho, paho.mqtt.golang, luamqtt,
+-- mosquitto) for what is called otherwise here: did-you-mean hints for them
+local synonyms = {
+  message = { "payload" }, msg = { "payload" }, data = { "payload" },
+  clientid = { "id" }, client_id = { "id" }, clientId = { "id" },
+  clean_session = { "clean_start" }, cleansession = { "clean_start" }, clean = { "clean_start" },
+  keep_alive = { "keepalive" }, keepAlive = { "keepalive" },
+  user = { "username" }, login = { "username" }, pass = { "password" }, passwd = { "password" },
+  host = { "uri" }, hostname = { "uri" }, broker = { "uri" }, server = { "uri" }, url = { "uri" },
+  ssl = { "tls" }, secure = { "tls" },
+  ca = { "ca_file" }, cafile = { "ca_file" }, ca_certs = { "ca_file" },
+  cert = { "cert_file" }, certfile = { "cert_file" }, key = { "key_file" }, keyfile = { "key_file" },
+  lwt = { "will" }, last_will = { "will" },
+  -- events
+  close = { "disconnect" }, closed = { "disconnect" }, disconnected = { "disconnect" }, offline = { "disconnect" },
+  connected = { "connect" }, connack = { "connect" }, publish = { "message" }, messages = { "message" },
+  ["connect-failed"] = { "connect_failed" }, failure = { "connect_failed" },
+}
+
 --- The valid name closest to `name`, or nil when none is close.
 function M.closest(name, spec)
+  for _, k in ipairs(synonyms[name] or synonyms[name:lower()] or {}) do
+    if spec[k] then return k end
+  end
   local best, bestd
   local plain = name:lower():gsub("[_%-]", "")
   for k in pairs(spec) do
@@ -64,23 +86,27 @@ end
 --- Checks table `t` (argument `argn` of `fname`) against `spec`:
 -- spec[name] = "type" or "type|type" or a function(value) -> ok, expected.
 -- Raises (level 3: the caller of the public function) on the first problem.
+-- `what` names the table: "options" (the default), a descriptive phrase
+-- ("subscription options"), or the name of a nested option ("will", "tls"),
+-- which then prefixes the names in messages: 'will.message'.
 function M.check(t, spec, fname, what)
   what = what or "options"
   if t == nil then return {} end
   if type(t) ~= "table" then
     error(("bad argument to %s (%s table expected, got %s)"):format(fname, what, describe(t)), 3)
   end
+  local prefix = what:match("^[%a_][%w_]*$") and what ~= "options" and (what .. ".") or ""
   for k, v in pairs(t) do
     local rule = type(k) == "string" and spec[k]
     if not rule then
       local hint = type(k) == "string" and M.closest(k, spec)
-      error(("unknown option '%s' to %s%s"):format(tostring(k), fname,
-        hint and (" (did you mean '" .. hint .. "'?)") or ""), 3)
+      error(("unknown option '%s%s' to %s%s"):format(prefix, tostring(k), fname,
+        hint and (" (did you mean '" .. prefix .. hint .. "'?)") or ""), 3)
     end
     if type(rule) == "function" then
       local ok, expected = rule(v)
       if not ok then
-        error(("bad option '%s' to %s (%s expected, got %s)"):format(k, fname, expected, describe(v)), 3)
+        error(("bad option '%s%s' to %s (%s expected, got %s)"):format(prefix, k, fname, expected, describe(v)), 3)
       end
     else
       local ok = false
@@ -88,7 +114,7 @@ function M.check(t, spec, fname, what)
         if checkers[alt](v) then ok = true break end
       end
       if not ok then
-        error(("bad option '%s' to %s (%s expected, got %s)"):format(k, fname,
+        error(("bad option '%s%s' to %s (%s expected, got %s)"):format(prefix, k, fname,
           rule:gsub("|", " or "), describe(v)), 3)
       end
     end
