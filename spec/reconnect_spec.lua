@@ -176,9 +176,9 @@ describe("reconnect", function()
     p:stop()
   end)
 
-  it("without offline_queue, a publish while reconnecting fails with the reason of the loss", function()
+  it("with offline_queue = 0, a publish while reconnecting fails with the reason of the loss", function()
     local b = helper.broker()
-    local c = recorder { uri = b.uri, id = helper.uid("nooff") }
+    local c = recorder { uri = b.uri, id = helper.uid("nooff"), offline_queue = 0 }
     assert(c:connect { keepalive = 5, reconnect = { min = 0.2, max = 0.5 } })
     b:kill()
     assert.is_true(until_(function() return c:state() == "reconnecting" end, 5))
@@ -186,7 +186,38 @@ describe("reconnect", function()
     assert.is_nil(tok)
     assert.are.equal("not_connected", code)
     assert.truthy(msg:match("connection lost [%d.]+ s ago %(network"), msg)
+    assert.truthy(msg:find("offline_queue is 0", 1, true), msg) -- names the option
     c:close()
+  end)
+
+  it("with reconnect on and offline_queue unset, readings wait out a broker restart (a default of 1000)", function()
+    local b = helper.broker()
+    local sub, log = recorder { uri = b.uri, id = helper.uid("sensor-sub") }
+    assert(sub:connect { clean_start = false, session_expiry = 600, reconnect = { min = 0.1, max = 0.2 } })
+    local topic = helper.uid("sensor/r")
+    assert(sub:subscribe(topic, 1))
+    local c = recorder { uri = b.uri, id = helper.uid("sensor") }
+    assert.are.equal(0, c:stats().offline_queue) -- no reconnect yet: nothing is kept
+    assert(c:connect { reconnect = { min = 0.1, max = 0.2 } })
+    assert.are.equal(1000, c:stats().offline_queue)
+    local toks, failed = {}, 0
+    local restarted = false
+    for i = 1, 40 do -- a reading every 50 ms for 2 s; the broker is down from 0.5 to 1.5 s
+      local tok = c:publish(topic, "r" .. i, { qos = 1 })
+      if tok then toks[#toks + 1] = tok else failed = failed + 1 end
+      if i == 10 then b:stop() end
+      if i == 30 then b:start() restarted = true end
+      mqtt.sleep(0.05)
+    end
+    assert.is_true(restarted)
+    assert.are.equal(0, failed)
+    for _, t in ipairs(toks) do assert.is_true(t:wait(10)) end
+    assert.is_true(until_(function() return #log.message >= 40 end, 10))
+    local seen = {}
+    for _, m in ipairs(log.message) do seen[m.payload] = true end
+    for i = 1, 40 do assert.is_true(seen["r" .. i] == true, "r" .. i .. " is missing") end
+    c:close()
+    sub:close()
   end)
 
   it("stops reconnecting on disconnect() and on close()", function()

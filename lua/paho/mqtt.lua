@@ -65,6 +65,8 @@ local POOL_MAX = 64
 -- MQTT 3.1/3.1.1 (MQTT 5 uses the broker's Receive Maximum); 20 is
 -- mosquitto's default max_inflight_messages
 local V3_WINDOW = 20
+-- publishes kept while disconnected when reconnect is on and offline_queue unset
+local DEFAULT_OFFLINE = 1000
 
 local function running_handler()
   local co = co_running()
@@ -537,7 +539,9 @@ function M.client(opts)
   local c, err, code = core.new {
     uris = uris, id = id, version = version,
     persist_dir = type(opts.persistence) == "table" and opts.persistence.dir or nil,
-    offline_queue = opts.offline_queue or 0,
+    -- unset, paho gets room for the default a connect with reconnect gives
+    -- (the Lua layer refuses publishes while disconnected when it is 0)
+    offline_queue = opts.offline_queue or DEFAULT_OFFLINE,
     queue_max = opts.queue_max or 10000,
     queue_max_bytes = opts.queue_max_bytes or 64 * 1024 * 1024,
   }
@@ -560,6 +564,7 @@ function M.client(opts)
     _held = {}, _held_first = 1, _held_last = 0, -- publishes waiting for room
     _subs = {},             -- subscribe requests, for resubscribing after a reconnect
     _aliases = {},          -- the broker's topic aliases on this connection
+    _offline_set = opts.offline_queue,  -- nil: DEFAULT_OFFLINE with reconnect, else 0 (see connect)
     _offline_max = opts.offline_queue or 0,
     _offline_n = 0,         -- publishes handed to paho while disconnected, not done
     _persist = type(opts.persistence) == "table",
@@ -1344,6 +1349,9 @@ function Client:connect(opts)
   if opts.credentials then saved.username, saved.password = nil, nil end
   self._copts = saved
   self._reconnect = reconnect
+  -- an unset offline_queue is DEFAULT_OFFLINE with reconnect on: a sensor's
+  -- readings wait out a broker restart instead of failing
+  self._offline_max = self._offline_set or (reconnect and DEFAULT_OFFLINE or 0)
   self._resubscribe = opts.resubscribe ~= false
   self._credentials = opts.credentials
   self._clean_first = opts.clean_start == "first"
@@ -1572,11 +1580,12 @@ function Client:publish(topic, payload, opts)
       return hold(self, c, topic, payload, qos, retain, props)
     end
   end
-  if self._offline_max == 0 and (self._state == "disconnected" or self._state == "reconnecting") then
+  if self._offline_max == 0 and self._state ~= "connected" then
     -- the loss is known here (the "disconnect" event has run) but paho may
     -- not have closed the socket yet, and would take the publish
     c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
-    return nil, "publish: " .. c:not_connected(), "not_connected"
+    return nil, "publish: " .. c:not_connected() .. " (offline_queue is 0: publishes are not kept while "
+      .. "disconnected)", "not_connected"
   end
   if self._need_clean and self._state ~= "connected" then
     -- a fresh paho handle in memory connects with Clean Start, and paho
