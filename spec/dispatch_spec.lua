@@ -136,3 +136,35 @@ describe("stats().messages_out", function()
     assert.are.equal(500, c:stats().messages_out)
   end)
 end)
+
+describe("close()", function()
+  local broker
+  setup(function() broker = helper.broker() end)
+  teardown(function() helper.stop_all() end)
+
+  it("fires 'disconnect' with cause 'client' once when the client was connected", function()
+    local c = assert(mqtt.client{ uri = broker.uri, id = helper.uid("close-ev") })
+    local got = {}
+    c:on("disconnect", function(r)
+      got[#got + 1] = r
+      c:close() -- a close from the handler is a no-op
+    end)
+    assert(c:connect{})
+    assert.is_true(c:close())
+    assert.are.equal(1, #got)
+    assert.are.equal("client", got[1].cause)
+    assert.are.equal(false, got[1].reconnecting)
+    assert.are.equal("the client was closed", got[1].message)
+    assert.is_true(c:close())
+    assert.are.equal(1, #got)
+  end)
+
+  it("fires nothing for a client that never connected", function()
+    local c = assert(mqtt.client{ uri = broker.uri, id = helper.uid("close-none") })
+    local n = 0
+    c:on("disconnect", function() n = n + 1 end)
+    assert.is_true(c:close())
+    mqtt.dispatch(0)
+    assert.are.equal(0, n)
+  end)
+end)

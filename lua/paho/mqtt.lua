@@ -1775,6 +1775,9 @@ function Client:close()
   if was == "connected" then
     self._loss_gen = self._loss_gen + 1
     self._loss = { cause = "client", message = "the client was closed", at = now() }
+    -- the connection ended: say so, as disconnect() does (and at once: no
+    -- dispatch reaches a closed client)
+    fire(self, "disconnect", { cause = "client", message = "the client was closed", reconnecting = false })
   end
   return true
 end
