@@ -292,11 +292,20 @@ int pmq_open_util(lua_State *L)
                                  {"valid_utf8", l_valid_utf8}, {NULL, NULL}};
     MQTTAsync_nameValue *info = MQTTAsync_getVersionInfo();
     pmq_setfuncs(L, f);
+    /* PAHO_INFO: every name paho's library reports about its build; PAHO_VERSION
+     * and PAHO_BUILD: its "Version" and "Build level", as it says them */
+    lua_newtable(L);
     for (; info && info->name; info++) {
+        lua_pushstring(L, info->value ? info->value : "");
+        lua_setfield(L, -2, info->name);
         if (strcmp(info->name, "Version") == 0) {
             lua_pushstring(L, info->value);
-            lua_setfield(L, -2, "PAHO_VERSION");
+            lua_setfield(L, -3, "PAHO_VERSION");
+        } else if (strcmp(info->name, "Build level") == 0) {
+            lua_pushstring(L, info->value);
+            lua_setfield(L, -3, "PAHO_BUILD");
         }
     }
+    lua_setfield(L, -2, "PAHO_INFO");
     return 0;
 }

@@ -28,7 +28,9 @@ local fmt = string.format
 
 local M = {
   VERSION = "0.1.0",
-  PAHO_VERSION = core.PAHO_VERSION,
+  PAHO_VERSION = core.PAHO_VERSION, -- what paho's library says (Debian 12's 1.3.12 says 1.3.11: api.md)
+  PAHO_BUILD = core.PAHO_BUILD,
+  PAHO_INFO = core.PAHO_INFO,
   NEVER_EXPIRE = 0xFFFFFFFF,
   _raw_coroutines = true, -- for paho.mqtt.nginx: see co_create above
 }
