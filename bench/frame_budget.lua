@@ -27,8 +27,8 @@ local function run(budget)
   local sub = assert(mqtt.client{ uri = uri, queue_max = N + 100 })
   local pub = assert(mqtt.client{ uri = uri })
   local got = 0
-  local state = {}
-  sub:on("message", function(msg) got = got + 1 state.last = msg.payload end) -- a game-state update
+  local last_pos
+  sub:on("message", function(msg) got = got + 1 last_pos = msg.payload end) -- a game-state update
   assert(sub:connect{})
   assert(sub:subscribe(topic, 0))
   assert(pub:connect{})
@@ -52,6 +52,7 @@ local function run(budget)
   end
   sub:close()
   pub:close()
+  assert(last_pos, "no message was handled")
   return { first = first, handled = n, queued = queued, frames = frames }
 end
 
