@@ -561,7 +561,8 @@ group("a closed client", closed_list)
 -- run-time failures: nil, message, code
 group("run-time failures", {
   { "publish before connecting", function() return fresh():publish("t", "x") end,
-    code = "not_connected", message = "^publish: not connected: the client has not connected yet %(offline_queue is 0: publishes are not kept while disconnected%)$" },
+    code = "not_connected", message = "^publish: not connected: the client has not connected yet "
+      .. "%(offline_queue is 0: publishes are not kept while disconnected%)$" },
   { "subscribe before connecting", function() return fresh():subscribe("t", 1) end,
     code = "not_connected", message = "^subscribe: not connected: the client has not connected yet$" },
   { "unsubscribe before connecting", function() return fresh():unsubscribe("t") end,
