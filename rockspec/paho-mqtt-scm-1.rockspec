@@ -53,6 +53,7 @@ build = {
             "src/client.c",
             "src/core.c",
             "src/events.c",
+            "src/host.c",
             "src/keepalive.c",
             "src/props.c",
             "src/trace.c",

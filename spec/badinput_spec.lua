@@ -745,6 +745,42 @@ describe("bad input", function()
     end)
   end)
 
+  it("max_packet_size counts the whole packet: properties, topic and packet id (too_large before sending)",
+    function()
+      local b = helper.broker{ config = { "max_packet_size 256" } }
+      local x = assert(mqtt.client{ uri = b.uri, id = helper.uid("mps-props") })
+      made[#made + 1] = x
+      local lost
+      x:on("disconnect", function(r) lost = r end)
+      local _, info = assert(x:connect{})
+      assert.are.equal(256, info.properties.maximum_packet_size)
+      local topic = "t/mps"
+      -- 100 B of payload and a 200 B user property: over 256 only with the property
+      local big = { user = { { "k", string.rep("v", 200) } } }
+      local tok, msg, code = x:publish(topic, string.rep("p", 100), { qos = 1, properties = big })
+      assert.is_nil(tok)
+      assert.are.equal("too_large", code)
+      assert.truthy(msg:find("maximum packet size (256 bytes)", 1, true), msg)
+      local n = tonumber(msg:match("%((%d+) bytes with its headers"))
+      -- fixed header 1 + remaining length 2, topic 2+5, packet id 2, property
+      -- length 2 + the property 1+2+1+2+200, payload 100
+      assert.are.equal(320, n)
+      -- exactly at the limit: sent; one byte over: refused
+      local props = { user = { { "k", string.rep("v", 136) } } } -- 1+2 + 7+2 + 2+142 + 100 = 256
+      assert.is_true(assert(x:publish(topic, string.rep("p", 100), { qos = 1, properties = props })):wait(5))
+      props.user[1][2] = props.user[1][2] .. "v"
+      tok, _, code = x:publish(topic, string.rep("p", 100), { qos = 1, properties = props })
+      assert.is_nil(tok)
+      assert.are.equal("too_large", code)
+      -- without properties, near the limit: counted exactly too (QoS 0, no packet id)
+      assert.is_true(assert(x:publish(topic, string.rep("p", 256 - 3 - 7 - 1), { qos = 0 })):wait(5))
+      tok, _, code = x:publish(topic, string.rep("p", 256 - 3 - 7 - 1 + 1), { qos = 0 })
+      assert.are.equal("too_large", code)
+      assert.is_true(x:is_connected())
+      assert.is_nil(lost)
+      b:stop()
+    end)
+
   it("leaves the client it was called on working: a publish/subscribe round trip", function()
     for _, x in ipairs({ c, c4 }) do
       assert.is_true(x:is_connected())

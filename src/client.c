@@ -785,6 +785,37 @@ static int l_check_publish(lua_State *L)
     return 0;
 }
 
+/* client:packet_size(topic, payload, qos, properties) -> the bytes of the
+ * PUBLISH packet as it goes on the wire: fixed header, topic, packet id,
+ * properties (with their length) and payload; to hold a publish against the
+ * broker's Maximum Packet Size before sending it */
+static int l_packet_size(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "publish");
+    size_t tlen, plen = 0;
+    lua_Integer qos;
+    double rem;
+    luaL_checklstring(L, 2, &tlen);
+    if (!lua_isnoneornil(L, 3))
+        luaL_checklstring(L, 3, &plen);
+    qos = luaL_optinteger(L, 4, 0);
+    rem = 2.0 + (double)tlen + (qos > 0 ? 2 : 0) + (double)plen;
+    if (c->version == 5) {
+        if (!lua_isnoneornil(L, 5)) {
+            MQTTProperties p = MQTTProperties_initializer;
+            pmq_props_check(L, 5, "publish", 5); /* raises before anything is allocated */
+            pmq_props_build(L, 5, &p);
+            /* MQTTProperties_len is not exported by libpaho-mqtt3as: its length field, and that length's own bytes */
+            rem += p.length + (p.length < 128 ? 1 : p.length < 16384 ? 2 : p.length < 2097152 ? 3 : 4);
+            MQTTProperties_free(&p);
+        } else {
+            rem += 1; /* a property length of 0 */
+        }
+    }
+    lua_pushnumber(L, 1 + (rem < 128 ? 1 : rem < 16384 ? 2 : rem < 2097152 ? 3 : 4) + rem);
+    return 1;
+}
+
 /* client:publish(topic, payload, qos, retain, properties) -> token */
 static int l_publish(lua_State *L)
 {
@@ -1122,6 +1153,7 @@ int pmq_open_client(lua_State *L)
         {"unsubscribe", l_unsubscribe},
         {"publish", l_publish},
         {"check_publish", l_check_publish},
+        {"packet_size", l_packet_size},
         {"disconnect", l_disconnect},
         {"next", l_next},
         {"fd", l_fd},

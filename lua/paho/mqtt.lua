@@ -1560,11 +1560,15 @@ function Client:publish(topic, payload, opts)
   end
   local maxp = self._max_packet
   if maxp and self._state == "connected" then
-    -- the broker's Maximum Packet Size (MQTT 5 CONNACK): it would disconnect us (0x95)
-    local size = 7 + #topic + (payload and #payload or 0) + ((qos or 0) > 0 and 2 or 0)
+    -- the broker's Maximum Packet Size (MQTT 5 CONNACK): it would disconnect
+    -- us (0x95). The whole packet counts: topic, packet id, properties
+    -- (counted exactly with properties or near the limit: without them the
+    -- packet is at most 6 bytes more than this)
+    local size = 4 + #topic + (payload and #payload or 0)
+    if props or size + 6 > maxp then size = c:packet_size(topic, payload, qos, props) end
     if size > maxp then
-      return nil, fmt("publish: the message (about %d bytes with its headers) is larger than the broker's "
-        .. "maximum packet size (%d bytes)", size, maxp), "too_large"
+      return nil, fmt("publish: the message (%d bytes with its headers and properties) is larger than the "
+        .. "broker's maximum packet size (%d bytes)", size, maxp), "too_large"
     end
   end
   if self._state == "connected" then
