@@ -9,7 +9,9 @@
 -- the Lua/C ratio, the client's CPU per message and the broker's CPU use
 -- over the measured interval (from /proc/PID/stat). Last it runs
 -- bench/frame_budget.lua (one frame's dispatch after a stall, with and
--- without a budget) and bench/slow_consumer.lua (memory with a slow subscriber).
+-- without a budget), bench/self_subscribe.lua (a client receiving its own
+-- QoS 1 publishes, against no_local and a second client) and
+-- bench/slow_consumer.lua (memory with a slow subscriber).
 --
 -- Environment: BENCH_REPS (3), BENCH_SCALE (1.0: multiplies every message
 -- count), BENCH_CASES (a Lua pattern matched against case names, e.g.
@@ -350,6 +352,15 @@ local ok, err = pcall(function()
     io.flush()
     if not sh(("MQTT_URI=%s timeout 120 %s %s/frame_budget.lua"):format(broker.uri, LUA, HERE)) then
       failures[#failures + 1] = "frame budget: failed"
+    end
+  end
+
+  if wanted("selfsub") then
+    print()
+    print("== receiving your own QoS 1 publishes (bench/self_subscribe.lua)")
+    io.flush()
+    if not sh(("MQTT_URI=%s timeout 300 %s %s/self_subscribe.lua"):format(broker.uri, LUA, HERE)) then
+      failures[#failures + 1] = "self subscribe: failed"
     end
   end
 
