@@ -19,7 +19,9 @@ local t0 = clock()
 local frozen_at
 local function step(fmt, ...) print(("%5.2f s  " .. fmt):format(clock() - t0, ...)) end
 
-local client = assert(mqtt.client { uri = uri, id = "demo-keepalive" })
+-- offline_queue = 0: a publish while the link is down fails and says why and
+-- since when (by default, with reconnect on, it would be kept until the link is back)
+local client = assert(mqtt.client { uri = uri, id = "demo-keepalive", offline_queue = 0 })
 local lost, back
 client:on("disconnect", function(r)
   if lost then return end -- the first loss is the one this demo is about

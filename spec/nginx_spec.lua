@@ -36,6 +36,22 @@ local function alive(pid)
   return stat ~= nil and not stat:match("^%d+ %b() Z")
 end
 
+-- the pids whose parent is `pid`, from /proc (pkill hangs with `make
+-- asan`'s ASan preload)
+local function children(pid)
+  local list = {}
+  local p = assert(io.popen("ls /proc"))
+  for name in p:lines() do
+    if name:match("^%d+$") then
+      local stat = helper.read("/proc/" .. name .. "/stat")
+      local ppid = stat and stat:match("^%d+ %b() %a (%d+)")
+      if ppid and tonumber(ppid) == tonumber(pid) then list[#list + 1] = name end
+    end
+  end
+  p:close()
+  return list
+end
+
 local function http_get(port, path)
   -- (curl hangs with `make asan`'s ASan preload)
   return capture(("env -u LD_PRELOAD curl -s -m 5 'http://127.0.0.1:%d%s' 2>&1"):format(port, path))
@@ -286,11 +302,14 @@ describe("nginx: the documented configuration under load", function()
   teardown(function()
     local pid = prefix and master_pid()
     if pid then
+      local workers = children(pid) -- before the master goes: they would be reparented
       helper.sh("kill -QUIT " .. pid .. " 2>/dev/null")
       local deadline = helper.now() + 10
       while alive(pid) and helper.now() < deadline do helper.sleep(0.02) end
-      if alive(pid) then helper.sh("kill -KILL " .. pid .. " 2>/dev/null") end
-      helper.sh("pkill -KILL -f 'nginx: worker process.*' -P " .. pid .. " 2>/dev/null")
+      workers[#workers + 1] = pid
+      for _, p in ipairs(workers) do
+        if alive(p) then helper.sh("kill -KILL " .. p .. " 2>/dev/null") end
+      end
     end
     if sub then sub:close() end
     helper.stop_all()
