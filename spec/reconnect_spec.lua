@@ -89,6 +89,50 @@ describe("reconnect", function()
     c:close()
   end)
 
+  it("sends again a resubscribe that a loss cut short, though the next CONNACK says session_present", function()
+    local b = helper.broker { config = { "persistence false" } }
+    local proxy = fp.start(b.port)
+    local topic = helper.uid("deaf")
+    local c, log = recorder { uri = proxy.uri, id = helper.uid("deaf") }
+    assert(c:connect { clean_start = "first", session_expiry = 300, keepalive = 5,
+      reconnect = { min = 0.1, max = 0.4 } })
+    assert(c:subscribe(topic, 1))
+    assert.are.equal(1, c:stats().subscriptions)
+    assert.are.equal(0, c:stats().subscriptions_pending)
+    -- the broker restarts without its sessions; every packet now takes
+    -- 300 ms through the proxy, so the resubscribe is still on its way when
+    -- the connection is reset right after the CONNACK
+    proxy:delay(300)
+    b:stop()
+    b:start()
+    assert.is_true(until_(function() return reconnects(log) >= 1 end, 10))
+    assert.is_false(log.connect[2].session_present)
+    proxy:reset()
+    proxy:pass()
+    assert.is_true(until_(function() return #log.disconnect >= 2 end, 5))
+    assert.are.equal(1, c:stats().subscriptions_pending)
+    -- the broker kept the session the cut-short connection began (Clean
+    -- Start 0, expiry 300), without the subscription
+    assert.is_true(until_(function() return reconnects(log) >= 2 end, 10))
+    assert.is_true(log.connect[3].session_present)
+    assert.is_true(until_(function() return c:stats().subscriptions_pending == 0 end, 5))
+    local p = assert(mqtt.client { uri = b.uri })
+    assert(p:connect())
+    local last
+    for i = 1, 50 do last = assert(p:publish(topic, "m" .. i, { qos = 1 })) end
+    assert(last:wait(5))
+    assert.is_true(until_(function() return #log.message >= 50 end, 5))
+    assert.are.equal(50, #log.message)
+    local said
+    for _, e in ipairs(log.errors) do
+      if tostring(e):find("resubscribe failed: .*sent again at the next connect") then said = true end
+    end
+    assert.is_true(said, "the cut-short resubscribe was reported")
+    p:close()
+    c:close()
+    proxy:stop()
+  end)
+
   it("resumes the session on reconnect with clean_start = 'first' and gets what was published meanwhile", function()
     local b = helper.broker()
     local p = fp.start(b.port) -- the link breaks, the broker and its sessions stay

@@ -107,3 +107,115 @@ describe("sessions", function()
     c:close()
   end)
 end)
+
+describe("messages that arrive before a consumer exists", function()
+  setup(function() broker = helper.broker() end)
+  teardown(function() helper.stop_all() end)
+
+  -- subscribe with a persistent session, go away, have n QoS 1 messages
+  -- published, come back: they arrive inside connect(), before any handler
+  local function resumed(n, opts)
+    local id, topic = helper.uid("kept"), helper.uid("kept")
+    local sub = assert(mqtt.client(opts and opts(broker.uri, id) or { uri = broker.uri, id = id }))
+    assert(sub:connect{ clean_start = false, session_expiry = 300 })
+    assert(sub:subscribe(topic, 1))
+    assert(sub:disconnect())
+    local pub = client(helper.uid("pub"))
+    assert(pub:connect{})
+    local last
+    for i = 1, n do last = assert(pub:publish(topic, "m" .. i, { qos = 1 })) end
+    assert(last:wait(5))
+    pub:close()
+    local _, info = assert(sub:connect{ clean_start = false, session_expiry = 300 })
+    assert.is_true(info.session_present)
+    -- connect() dispatched the session's messages: nothing consumed them yet
+    helper.eventually(function() return sub:stats().unhandled + sub:stats().unhandled_dropped >= n end, 5, mqtt)
+    return sub, topic
+  end
+
+  local function numbers(got)
+    local out = {}
+    for i = 1, #got do out[i] = tonumber(got[i]:match("^m(%d+)$")) end
+    return out
+  end
+
+  local function range(a, b)
+    local r = {}
+    for i = a, b do r[#r + 1] = i end
+    return r
+  end
+
+  it("keeps them for the \"message\" handler set after connect() (0 of 50 before)", function()
+    local sub = resumed(50)
+    assert.are.equal(50, sub:stats().unhandled)
+    assert.are.equal(0, sub:stats().unhandled_dropped)
+    local got = {}
+    sub:on("message", function(m) got[#got + 1] = m.payload end)
+    helper.eventually(function() return #got >= 50 end, 5, mqtt)
+    assert.are.same(range(1, 50), numbers(got))
+    assert.are.equal(0, sub:stats().unhandled)
+    sub:disconnect{ session_expiry = 0 }
+    sub:close()
+  end)
+
+  it("hands them to the first messages() iterator, oldest first", function()
+    local sub, topic = resumed(20)
+    local got = {}
+    for m in sub:messages{ timeout = 1 } do
+      got[#got + 1] = m.payload
+      if #got == 20 then break end
+    end
+    assert.are.same(range(1, 20), numbers(got))
+    -- and what arrives while it runs follows them
+    assert(sub:publish(topic, "m21", { qos = 1 }):wait(5))
+    local m = sub:messages{ timeout = 2 }()
+    got[#got + 1] = m and m.payload
+    assert.are.same(range(1, 21), numbers(got))
+    sub:disconnect{ session_expiry = 0 }
+    sub:close()
+  end)
+
+  it("keeps at most queue_max, counts and reports the rest once, and still completes its own publishes", function()
+    local errors = {}
+    local sub, topic = resumed(30, function(uri, id)
+      return { uri = uri, id = id, queue_max = 10 }
+    end)
+    sub:on("error", function(e, ev) errors[#errors + 1] = { e, ev } end)
+    local s = sub:stats()
+    assert.are.equal(10, s.unhandled)
+    assert.are.equal(20, s.unhandled_dropped)
+    -- the report was made inside connect(), before the error handler: set
+    -- one now and one more dropped message must not report again
+    assert(sub:publish(topic, "m31", { qos = 1 }):wait(5)) -- own publish: no deadlock
+    helper.eventually(function() return sub:stats().unhandled_dropped >= 21 end, 5, mqtt)
+    assert.are.equal(21, sub:stats().unhandled_dropped)
+    assert.are.same({}, errors)
+    local got = {}
+    sub:on("message", function(m) got[#got + 1] = m.payload end)
+    helper.eventually(function() return #got >= 10 end, 5, mqtt)
+    assert.are.same(range(1, 10), numbers(got))
+    sub:disconnect{ session_expiry = 0 }
+    sub:close()
+  end)
+
+  it("says once through the error handler that messages are being dropped", function()
+    local id, topic = helper.uid("kept"), helper.uid("kept")
+    local sub = assert(mqtt.client{ uri = broker.uri, id = id, queue_max = 5 })
+    local errors = {}
+    sub:on("error", function(e, ev) errors[#errors + 1] = { e, ev } end)
+    assert(sub:connect{})
+    assert(sub:subscribe(topic, 0))
+    local pub = client(helper.uid("pub"))
+    assert(pub:connect{})
+    for i = 1, 12 do assert(pub:publish(topic, "m" .. i, { qos = 1 })):wait(5) end
+    pub:close()
+    helper.eventually(function() return sub:stats().unhandled_dropped >= 7 end, 5, mqtt)
+    assert.are.equal(5, sub:stats().unhandled)
+    assert.are.equal(7, sub:stats().unhandled_dropped)
+    assert.are.equal(1, #errors)
+    assert.are.equal("message", errors[1][2])
+    assert.matches("no \"message\" handler and no messages%(%) iterator", errors[1][1])
+    assert.matches("unhandled_dropped", errors[1][1])
+    sub:close()
+  end)
+end)

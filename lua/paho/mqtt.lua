@@ -83,14 +83,19 @@ local function co_body(f, a, b)
   end
 end
 
-local function report(client, err, event)
+-- (notice: err is the library's own message, not a handler's error)
+local function report(client, err, event, notice)
   local h = client and client._handlers.error
   if h then
     local ok, e2 = pcall(h, err, event)
     if ok then return end
     err = tostring(err) .. " (and the error handler raised: " .. tostring(e2) .. ")"
   end
-  io.stderr:write(fmt("paho.mqtt: %s handler raised: %s\n", tostring(event), tostring(err)))
+  if notice then
+    io.stderr:write(fmt("paho.mqtt: %s\n", tostring(err)))
+  else
+    io.stderr:write(fmt("paho.mqtt: %s handler raised: %s\n", tostring(event), tostring(err)))
+  end
 end
 
 -- resume one of our coroutines and file it according to what it yields
@@ -233,6 +238,7 @@ function M.trace(level, handler)
 end
 
 local handle_event -- defined with the client
+local keep, consume, deliver_kept -- defined with the client: messages and their consumers
 local wake_paho -- defined with connect
 
 -- handle what client c has queued; at most `max` events
@@ -252,6 +258,7 @@ local ids_buf = {}
 local function drain(c, max, till)
   local n = 0
   local core_c = c._c
+  if c._kept and (c._handlers.message or c._inbox) then n = deliver_kept(c, max, till) end
   while n < max do
     if not c._c or c._closed then break end -- a handler may close it
     if till and n > 0 and now() >= till then break end -- the caller's time budget
@@ -291,6 +298,8 @@ local function dispatch_clients(list, timeout, max_events, max_time)
     for i = 1, #list do
       local c = list[i]
       if c._c then fds[#fds + 1] = c._c:fd() end
+      -- kept messages whose consumer has appeared: no waiting for them
+      if c._kept and (c._handlers.message or c._inbox) then timeout = 0 end
     end
     local d = earliest_deadline()
     if d then
@@ -558,7 +567,7 @@ function M.client(opts)
     _tokens = {},
     _state = "disconnected",
     _loss_gen = 0,
-    _stats = { messages_out = 0, bytes_out = 0, reconnects = 0, rebuilds = 0 },
+    _stats = { messages_out = 0, bytes_out = 0, reconnects = 0, rebuilds = 0, unhandled_dropped = 0 },
     _inbox = nil,
     _inflight = 0,          -- QoS 1/2 publishes handed to paho, not yet acknowledged
     _inflight0 = 0,         -- QoS 0 publishes handed to paho, not yet sent
@@ -570,6 +579,9 @@ function M.client(opts)
     _offline_max = opts.offline_queue or 0,
     _offline_n = 0,         -- publishes handed to paho while disconnected, not done
     _persist = type(opts.persistence) == "table",
+    _kept = nil,            -- messages that arrived with no consumer: {first, last, ...}
+    _keep_max = opts.queue_max or 10000,
+    _keep_max_bytes = opts.queue_max_bytes or 64 * 1024 * 1024,
   }, Client)
   clients[self] = true
   return self
@@ -909,7 +921,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       if again then
         self._stats.reconnects = self._stats.reconnects + 1
         self._retry_delay = nil
-        if not info.session_present and self._resubscribe then resubscribe(self) end
+        if self._resubscribe then resubscribe(self, not info.session_present) end
       end
       if self._offline_n > 0 or self._persist then self._kick = true end
       if self._persist then
@@ -1025,6 +1037,65 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
   end
 end
 
+-- a message to its consumers: the messages() iterators' inbox, the handler
+function consume(self, msg, handler)
+  local inbox = self._inbox
+  if inbox then
+    inbox.last = inbox.last + 1
+    inbox[inbox.last] = msg
+  end
+  if handler then spawn(self, "message", handler, msg) end
+end
+
+-- A message that arrived with no "message" handler and no messages()
+-- iterator waits for the first of them (drain hands it over), up to
+-- queue_max messages; beyond that it is dropped, counted in
+-- stats().unhandled_dropped, and said once through the error path.
+function keep(self, msg)
+  local k = self._kept
+  if not k then
+    k = { first = 1, last = 0 }
+    self._kept = k
+    self._kept_bytes = 0
+  end
+  local size = #msg.topic + #msg.payload
+  if k.last - k.first + 1 >= self._keep_max or self._kept_bytes + size > self._keep_max_bytes then
+    local st = self._stats
+    st.unhandled_dropped = st.unhandled_dropped + 1
+    if st.unhandled_dropped == 1 then
+      report(self, fmt("%d messages (%d bytes) arrived with no \"message\" handler and no messages() "
+        .. "iterator and wait for one (queue_max, queue_max_bytes); the messages arriving from now on "
+        .. "are dropped until one is set (stats().unhandled_dropped counts them)",
+        k.last - k.first + 1, self._kept_bytes), "message", true)
+    end
+    return
+  end
+  self._kept_bytes = self._kept_bytes + size
+  k.last = k.last + 1
+  k[k.last] = msg
+end
+
+-- hand kept messages to the consumer that appeared, oldest first; at most
+-- `max` (and none after `till`); the number handed over
+function deliver_kept(self, max, till)
+  local k = self._kept
+  local n = 0
+  while k.first <= k.last and n < max do
+    if self._closed then return n end
+    if till and n > 0 and now() >= till then return n end
+    local handler = self._handlers.message
+    if not (handler or self._inbox) then return n end -- the handler removed itself
+    local msg = k[k.first]
+    k[k.first] = nil
+    k.first = k.first + 1
+    self._kept_bytes = self._kept_bytes - #msg.topic - #msg.payload
+    consume(self, msg, handler)
+    n = n + 1
+  end
+  if k.first > k.last and self._kept == k then self._kept = nil end
+  return n
+end
+
 function handle_event(self, ev, a, b, c, d, e, f, g, h)
   if ev == nil then return false end
   if ev == "message" then
@@ -1048,13 +1119,12 @@ function handle_event(self, ev, a, b, c, d, e, f, g, h)
         return true
       end
     end
-    local inbox = self._inbox
-    if inbox then
-      inbox.last = inbox.last + 1
-      inbox[inbox.last] = a
-    end
     local handler = self._handlers.message
-    if handler then spawn(self, "message", handler, a) end
+    if self._kept or not (handler or self._inbox) then
+      keep(self, a) -- no consumer yet (or older ones still wait): it waits for one
+    else
+      consume(self, a, handler)
+    end
   elseif ev == "op" then
     complete_op(self, a, b, c, d, e, f, g, h)
   elseif ev == "published" then
@@ -1199,27 +1269,47 @@ function reconnect_failed(self, msg, rcode, cause)
   fire(self, "connect_failed", { message = msg, code = rcode, cause = cause, retry_in = delay })
 end
 
--- After a reconnect without a session, subscribe again to what this client
--- subscribed to (one SUBSCRIBE per earlier subscribe call).
-function resubscribe(self)
-  for _, req in ipairs(self._subs) do
-    if #req.filters > 0 then
-      local token, err = self._c:subscribe(req.filters, req.sopts, req.props)
-      if not token then
-        report(self, "resubscribe failed: " .. tostring(err), "connect")
-      else
-        local tok = track(self, token, "subscribe")
-        spawn(self, "connect", function()
-          local ok, emsg = tok:wait(30)
-          if not ok then report(self, "resubscribe failed: " .. tostring(emsg), "connect") return end
-          for i, code in ipairs(tok.value and tok.value.codes or {}) do
-            if code >= 0x80 then
-              report(self, fmt("resubscribe refused: %s (filter '%s')", reason_text(code), req.filters[i]), "connect")
-            end
-          end
-        end)
+-- One earlier subscribe request, sent again for the connection of loss
+-- generation gen. It stays pending until a SUBACK confirms it: a failure
+-- while that connection lasts is retried with the reconnect backoff; after
+-- a loss the next connect sends it again (see resubscribe).
+local function resubscribe_req(self, req, gen, delay)
+  if self._closed or not self._c or self._loss_gen ~= gen or not req.pending or #req.filters == 0 then return end
+  local filters = { unpack(req.filters) } -- as sent (an unsubscribe may change req meanwhile)
+  local r = self._reconnect or { min = 1, max = 30 }
+  delay = delay and math.min(delay * 2, r.max) or r.min
+  local token, err = self._c:subscribe(req.filters, req.sopts, req.props)
+  local tok = token and track(self, token, "subscribe")
+  spawn(self, "connect", function()
+    local ok, emsg = false, err
+    if tok then ok, emsg = tok:wait(30) end
+    if ok then
+      req.pending = false
+      for i, code in ipairs(tok.value and tok.value.codes or {}) do
+        if code >= 0x80 then
+          report(self, fmt("resubscribe refused: %s (filter '%s')", reason_text(code), tostring(filters[i])), "connect")
+        end
       end
+    elseif self._closed or self._loss_gen ~= gen then
+      report(self, fmt("resubscribe failed: %s; it is sent again at the next connect", tostring(emsg)), "connect")
+    else
+      report(self, fmt("resubscribe failed: %s; it is sent again in %g s", tostring(emsg), delay), "connect")
+      M.sleep(delay)
+      resubscribe_req(self, req, gen, delay)
     end
+  end)
+end
+
+-- After a reconnect, subscribe again to what this client subscribed to (one
+-- SUBSCRIBE per earlier subscribe call): all of it when the broker kept no
+-- session (all), and in any case what an earlier resubscribe did not get
+-- confirmed: a loss may have cut it short while the broker kept the session
+-- that connection began, without those subscriptions, and says
+-- session_present = true next time.
+function resubscribe(self, all)
+  for _, req in ipairs(self._subs) do
+    if all then req.pending = true end
+    if req.pending then resubscribe_req(self, req, self._loss_gen) end
   end
 end
 
@@ -1802,6 +1892,14 @@ function Client:stats()
   for _, q in pairs(self._more or {}) do inflight = inflight + q.last - q.first + 1 end
   s.inflight = inflight
   s.held = self._held_last - self._held_first + 1 -- waiting for the broker's Receive Maximum
+  local subs, pending = 0, 0
+  for _, req in ipairs(self._subs) do
+    subs = subs + #req.filters
+    if req.pending then pending = pending + #req.filters end
+  end
+  s.subscriptions, s.subscriptions_pending = subs, pending
+  s.unhandled = self._kept and (self._kept.last - self._kept.first + 1) or 0 -- waiting for a consumer
+  s.unhandled_dropped = self._stats.unhandled_dropped
   s.messages_out = self._stats.messages_out
   s.bytes_out = self._stats.bytes_out
   s.reconnects = self._stats.reconnects
@@ -1836,7 +1934,13 @@ function Client:messages(opts)
   local timeout = opts.timeout
   local inbox = self._inbox
   if not inbox then
-    inbox = { first = 1, last = 0 }
+    -- messages kept for want of a consumer are the iterator's first ones
+    if self._kept and not self._handlers.message then
+      inbox = self._kept
+      self._kept = nil
+    else
+      inbox = { first = 1, last = 0 }
+    end
     self._inbox = inbox
   end
   self._iterators = (self._iterators or 0) + 1
@@ -1857,7 +1961,15 @@ function Client:messages(opts)
     if msg == nil then
       finished = true
       self._iterators = self._iterators - 1
-      if self._iterators == 0 then self._inbox = nil end
+      if self._iterators == 0 then
+        self._inbox = nil
+        -- what the last iterator left, no handler has seen: it waits for a consumer
+        if inbox.first <= inbox.last and not self._handlers.message and not self._closed then
+          local bytes = 0
+          for i = inbox.first, inbox.last do bytes = bytes + #inbox[i].topic + #inbox[i].payload end
+          self._kept, self._kept_bytes = inbox, bytes
+        end
+      end
     end
     return msg
   end
