@@ -66,6 +66,7 @@ build = {
       },
       ["paho.mqtt"] = "lua/paho/mqtt.lua",
       ["paho.mqtt.options"] = "lua/paho/mqtt/options.lua",
+      ["paho.mqtt.topic"] = "lua/paho/mqtt/topic.lua",
       -- event-loop adapters: each needs its loop (cqueues, luv, copas,
       -- OpenResty) only when it is required, so none is a dependency here
       ["paho.mqtt.copas"] = "lua/paho/mqtt/copas.lua",

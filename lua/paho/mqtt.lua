@@ -7,6 +7,7 @@
 -- event paho reports on its own threads; nothing here ever runs on them.
 local core = require "paho.mqtt.core"
 local options = require "paho.mqtt.options"
+local topics = require "paho.mqtt.topic"
 
 local check, range, nrange, oneof = options.check, options.range, options.nrange, options.oneof
 local type, pairs, ipairs, error, tostring, setmetatable =
@@ -258,7 +259,7 @@ local ids_buf = {}
 local function drain(c, max, till)
   local n = 0
   local core_c = c._c
-  if c._kept and (c._handlers.message or c._inbox) then n = deliver_kept(c, max, till) end
+  if c._kept and c._consumers_changed then n = deliver_kept(c, max, till) end
   while n < max do
     if not c._c or c._closed then break end -- a handler may close it
     if till and n > 0 and now() >= till then break end -- the caller's time budget
@@ -299,7 +300,7 @@ local function dispatch_clients(list, timeout, max_events, max_time)
       local c = list[i]
       if c._c then fds[#fds + 1] = c._c:fd() end
       -- kept messages whose consumer has appeared: no waiting for them
-      if c._kept and (c._handlers.message or c._inbox) then timeout = 0 end
+      if c._kept and c._consumers_changed then timeout = 0 end
     end
     local d = earliest_deadline()
     if d then
@@ -609,7 +610,46 @@ function Client:on(name, handler)
     end
   end
   self._handlers[name] = handler
+  if name == "message" and handler ~= nil then self._consumers_changed = true end
   return self
+end
+
+--- Routes the messages whose topic matches `filter` to `handler` (nil
+-- removes the route). Every matching route's handler runs, in the order the
+-- routes were added; the "message" handler gets only what no route matched.
+function Client:route(filter, handler)
+  checkself(self, "route")
+  local c, why = topics.compile(filter)
+  if not c then error(fmt("bad argument #1 to route (%s)", why), 2) end
+  if handler ~= nil and type(handler) ~= "function" then
+    local mt = getmetatable(handler)
+    if not (mt and mt.__call) then
+      error("bad argument #2 to route (function expected, got " .. type(handler) .. ")", 2)
+    end
+  end
+  local routes = self._routes or {}
+  for i = 1, #routes do
+    if routes[i].filter == filter then
+      if handler == nil then table.remove(routes, i) else routes[i].handler = handler end
+      handler = nil
+      break
+    end
+  end
+  if handler ~= nil then
+    routes[#routes + 1] = { filter = filter, c = c, handler = handler }
+    self._consumers_changed = true
+  end
+  self._routes = #routes > 0 and routes or nil
+  return self
+end
+
+--- mqtt.topic_matches(filter, topic) -> boolean
+function M.topic_matches(filter, name)
+  local c, why = topics.compile(filter)
+  if not c then error(fmt("bad argument #1 to topic_matches (%s)", why), 2) end
+  local ok, bad = topics.check_topic(name)
+  if not ok then error(fmt("bad argument #2 to topic_matches (%s)", bad), 2) end
+  return topics.match(c, name)
 end
 
 -- methods that work on a closed client still check what they are called on
@@ -1037,18 +1077,56 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
   end
 end
 
--- a message to its consumers: the messages() iterators' inbox, the handler
-function consume(self, msg, handler)
-  local inbox = self._inbox
-  if inbox then
-    inbox.last = inbox.last + 1
-    inbox[inbox.last] = msg
-  end
-  if handler then spawn(self, "message", handler, msg) end
+local function push(q, msg)
+  q.last = q.last + 1
+  q[q.last] = msg
 end
 
--- A message that arrived with no "message" handler and no messages()
--- iterator waits for the first of them (drain hands it over), up to
+-- A message to its consumers: the handler of every route whose filter
+-- matches (in the order they were added), else the "message" handler; the
+-- messages() iterators' shared inbox, and the inbox of each filtered
+-- iterator that matches. False when nothing took it.
+function consume(self, msg)
+  local taken, routed = false, false
+  local routes = self._routes
+  if routes then
+    local t = msg.topic
+    for i = 1, #routes do
+      local r = routes[i]
+      if topics.match(r.c, t) then
+        routed = true
+        spawn(self, "message", r.handler, msg)
+      end
+    end
+  end
+  local iters = self._filtered
+  if iters then
+    local t = msg.topic
+    for i = 1, #iters do
+      local it = iters[i]
+      if topics.match(it.c, t) then
+        taken = true
+        push(it.inbox, msg)
+      end
+    end
+  end
+  local inbox = self._inbox
+  if inbox then
+    taken = true
+    push(inbox, msg)
+  end
+  if not routed then
+    local handler = self._handlers.message
+    if handler then
+      taken = true
+      spawn(self, "message", handler, msg)
+    end
+  end
+  return taken or routed
+end
+
+-- A message that arrived with no consumer (route, "message" handler or
+-- messages() iterator) waits for the first of them (drain hands it over), up to
 -- queue_max messages; beyond that it is dropped, counted in
 -- stats().unhandled_dropped, and said once through the error path.
 function keep(self, msg)
@@ -1075,24 +1153,32 @@ function keep(self, msg)
   k[k.last] = msg
 end
 
--- hand kept messages to the consumer that appeared, oldest first; at most
--- `max` (and none after `till`); the number handed over
+-- hand kept messages to the consumers that appeared (on, route,
+-- messages), oldest first; those still without one stay kept, in order.
+-- At most `max` handed over (and none after `till`); the number handed over.
 function deliver_kept(self, max, till)
   local k = self._kept
-  local n = 0
-  while k.first <= k.last and n < max do
-    if self._closed then return n end
-    if till and n > 0 and now() >= till then return n end
-    local handler = self._handlers.message
-    if not (handler or self._inbox) then return n end -- the handler removed itself
-    local msg = k[k.first]
-    k[k.first] = nil
-    k.first = k.first + 1
-    self._kept_bytes = self._kept_bytes - #msg.topic - #msg.payload
-    consume(self, msg, handler)
-    n = n + 1
+  local rest = { first = 1, last = 0 }
+  local n, i = 0, k.first
+  while i <= k.last do
+    if self._closed then break end
+    if n >= max or (till and n > 0 and now() >= till) then break end
+    local msg = k[i]
+    k[i] = nil
+    i = i + 1
+    if consume(self, msg) then
+      n = n + 1
+      self._kept_bytes = self._kept_bytes - #msg.topic - #msg.payload
+    else
+      push(rest, msg)
+    end
   end
-  if k.first > k.last and self._kept == k then self._kept = nil end
+  if i > k.last then
+    self._consumers_changed = nil -- every kept message was looked at
+  else
+    for j = i, k.last do push(rest, k[j]) end
+  end
+  if self._kept == k then self._kept = rest.last >= rest.first and rest or nil end
   return n
 end
 
@@ -1119,12 +1205,9 @@ function handle_event(self, ev, a, b, c, d, e, f, g, h)
         return true
       end
     end
-    local handler = self._handlers.message
-    if self._kept or not (handler or self._inbox) then
-      keep(self, a) -- no consumer yet (or older ones still wait): it waits for one
-    else
-      consume(self, a, handler)
-    end
+    -- kept messages go first to a consumer that appeared meanwhile
+    if self._kept and self._consumers_changed then deliver_kept(self, math.huge) end
+    if not consume(self, a) then keep(self, a) end -- no consumer yet: it waits for one
   elseif ev == "op" then
     complete_op(self, a, b, c, d, e, f, g, h)
   elseif ev == "published" then
@@ -1930,20 +2013,26 @@ end
 -- "message" handler, if any, still runs).
 function Client:messages(opts)
   checkself(self, "messages")
-  opts = check(opts, { timeout = nrange(0, 1e9) }, "messages")
+  opts = check(opts, { timeout = nrange(0, 1e9), filter = "string" }, "messages")
   local timeout = opts.timeout
-  local inbox = self._inbox
-  if not inbox then
-    -- messages kept for want of a consumer are the iterator's first ones
-    if self._kept and not self._handlers.message then
-      inbox = self._kept
-      self._kept = nil
-    else
+  local inbox, entry
+  if opts.filter then
+    local c, why = topics.compile(opts.filter)
+    if not c then error(fmt("bad argument #1 to messages (filter: %s)", why), 2) end
+    -- a filtered iterator has its own inbox: what matches its filter
+    inbox = { first = 1, last = 0 }
+    entry = { c = c, inbox = inbox }
+    self._filtered = self._filtered or {}
+    self._filtered[#self._filtered + 1] = entry
+  else
+    inbox = self._inbox
+    if not inbox then
       inbox = { first = 1, last = 0 }
+      self._inbox = inbox
     end
-    self._inbox = inbox
+    self._iterators = (self._iterators or 0) + 1
   end
-  self._iterators = (self._iterators or 0) + 1
+  self._consumers_changed = true -- messages kept for want of a consumer come first
   local finished = false
   local function pop()
     if inbox.first <= inbox.last then
@@ -1959,16 +2048,17 @@ function Client:messages(opts)
     if finished then return nil end
     local msg = wait_for(pop, timeout and (now() + timeout))
     if msg == nil then
+      -- ended (a timeout with nothing waiting, or the client closed)
       finished = true
-      self._iterators = self._iterators - 1
-      if self._iterators == 0 then
-        self._inbox = nil
-        -- what the last iterator left, no handler has seen: it waits for a consumer
-        if inbox.first <= inbox.last and not self._handlers.message and not self._closed then
-          local bytes = 0
-          for i = inbox.first, inbox.last do bytes = bytes + #inbox[i].topic + #inbox[i].payload end
-          self._kept, self._kept_bytes = inbox, bytes
+      if entry then
+        local list = self._filtered
+        for i = #list, 1, -1 do
+          if list[i] == entry then table.remove(list, i) end
         end
+        if #list == 0 then self._filtered = nil end
+      else
+        self._iterators = self._iterators - 1
+        if self._iterators == 0 then self._inbox = nil end
       end
     end
     return msg
