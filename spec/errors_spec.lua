@@ -119,3 +119,64 @@ describe("errors", function()
     assert.is_string(mqtt.PAHO_INFO["Product name"])
   end)
 end)
+
+describe("connect failures say where and why", function()
+  local fp = require "faultproxy"
+  teardown(function() helper.stop_all() end)
+
+  -- a port where nothing listens: a broker's, after it stopped
+  local function closed_port()
+    local b = helper.broker()
+    b:stop()
+    return b.port
+  end
+
+  it("names host:port and 'connection refused' for a closed port", function()
+    local port = closed_port()
+    local cl = assert(mqtt.client{ uri = "tcp://127.0.0.1:" .. port })
+    local ok, msg, code = cl:connect{ timeout = 5 }
+    assert.is_nil(ok)
+    assert.are.equal("network", code)
+    assert.matches("^connect failed: 127%.0%.0%.1:" .. port .. ": connection refused", msg)
+    assert.are.equal(msg, cl:stats().connect_failure)
+    cl:close()
+  end)
+
+  it("says 'host not found' for a host name that cannot be resolved", function()
+    -- an empty label: glibc refuses the name without asking any DNS server
+    local cl = assert(mqtt.client{ uri = "tcp://bad..host:1883" })
+    local ok, msg, code = cl:connect{ timeout = 5 }
+    assert.is_nil(ok)
+    assert.are.equal("network", code)
+    assert.matches("^connect failed: bad%.%.host:1883: host not found: cannot resolve 'bad%.%.host'", msg)
+    cl:close()
+  end)
+
+  it("says the broker closed the connection before its CONNACK when TCP works", function()
+    local b = helper.broker()
+    local proxy = fp.start(b.port)
+    proxy:refuse() -- it accepts each connection and closes it at once
+    local cl = assert(mqtt.client{ uri = proxy.uri })
+    local ok, msg = cl:connect{ timeout = 5 }
+    assert.is_nil(ok)
+    assert.matches("^connect failed: 127%.0%.0%.1:" .. proxy.port .. ": the broker accepted the TCP connection "
+      .. "and closed it before its CONNACK", msg)
+    cl:close()
+    proxy:stop()
+    b:stop()
+  end)
+
+  it("says the same in connect_failed events while reconnecting", function()
+    local b = helper.broker()
+    local cl, log = helper.recorder{ uri = b.uri, id = helper.uid("cf") }
+    assert(cl:connect{ reconnect = { min = 0.1, max = 0.2 } })
+    b:stop()
+    assert.is_true(helper.eventually(function() return #log.connect_failed > 0 end, 10, mqtt))
+    local m = log.connect_failed[1].message
+    assert.matches("^connect failed: 127%.0%.0%.1:" .. b.port .. ": connection refused", m)
+    assert.are.equal("network", log.connect_failed[1].cause)
+    assert.is_number(log.connect_failed[1].retry_in)
+    assert.matches("connection refused", cl:stats().connect_failure)
+    cl:close()
+  end)
+end)

@@ -205,4 +205,12 @@ PMQ_DECLARE_OP(unsubscribe)
 PMQ_DECLARE_OP(publish)
 PMQ_DECLARE_OP(disconnect)
 
+/* probe.c: a TCP connect to host:port tried on a thread of its own, to say
+ * why a connect failed; the result is read without waiting */
+typedef struct pmq_probe pmq_probe;
+enum { PMQ_PROBE_RUNNING = 0, PMQ_PROBE_TCP_OK = 1, PMQ_PROBE_FAILED = 2 };
+PMQ_HIDDEN pmq_probe *pmq_probe_start(const char *host, int port, int timeout_ms);
+PMQ_HIDDEN int pmq_probe_result(pmq_probe *p, char *text, size_t size); /* PMQ_PROBE_*; text when done */
+PMQ_HIDDEN void pmq_probe_release(pmq_probe *p);
+
 #endif

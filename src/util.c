@@ -285,12 +285,69 @@ static int l_trace_take(lua_State *L)
     return 2;
 }
 
+/* core.probe(host, port, timeout) -> probe: why a TCP connect fails (probe.c);
+ * probe:result() -> nil while it runs, then true (TCP connects) or false, cause */
+#define PROBE_MT "paho.mqtt.probe"
+
+typedef struct {
+    pmq_probe *p;
+} probe_box;
+
+static int l_probe(lua_State *L)
+{
+    const char *host = luaL_checkstring(L, 1);
+    lua_Integer port = luaL_checkinteger(L, 2);
+    lua_Number timeout = luaL_checknumber(L, 3);
+    probe_box *b;
+    luaL_argcheck(L, port > 0 && port < 65536, 2, "port 1-65535 expected");
+    luaL_argcheck(L, timeout > 0 && timeout <= 60, 3, "0 < timeout <= 60 expected");
+    b = lua_newuserdata(L, sizeof *b);
+    b->p = NULL;
+    luaL_getmetatable(L, PROBE_MT);
+    lua_setmetatable(L, -2);
+    b->p = pmq_probe_start(host, (int)port, (int)(timeout * 1000));
+    if (!b->p)
+        return luaL_error(L, "probe: cannot start a thread");
+    return 1;
+}
+
+static int l_probe_result(lua_State *L)
+{
+    probe_box *b = luaL_checkudata(L, 1, PROBE_MT);
+    char text[256];
+    int state;
+    if (!b->p)
+        return 0;
+    state = pmq_probe_result(b->p, text, sizeof text);
+    if (state == PMQ_PROBE_RUNNING)
+        return 0;
+    lua_pushboolean(L, state == PMQ_PROBE_TCP_OK);
+    lua_pushstring(L, text);
+    return 2;
+}
+
+static int l_probe_gc(lua_State *L)
+{
+    probe_box *b = luaL_checkudata(L, 1, PROBE_MT);
+    if (b->p) {
+        pmq_probe_release(b->p); /* a thread still running frees it when done */
+        b->p = NULL;
+    }
+    return 0;
+}
+
 int pmq_open_util(lua_State *L)
 {
-    static const luaL_Reg f[] = {{"now", l_now}, {"poll", l_poll}, {"reason", l_reason},
+    static const luaL_Reg pm[] = {{"result", l_probe_result}, {"__gc", l_probe_gc}, {NULL, NULL}};
+    static const luaL_Reg f[] = {{"now", l_now}, {"poll", l_poll}, {"reason", l_reason}, {"probe", l_probe},
                                  {"trace_level", l_trace_level}, {"trace_take", l_trace_take},
                                  {"valid_utf8", l_valid_utf8}, {NULL, NULL}};
     MQTTAsync_nameValue *info = MQTTAsync_getVersionInfo();
+    luaL_newmetatable(L, PROBE_MT);
+    pmq_setfuncs(L, pm);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     pmq_setfuncs(L, f);
     /* PAHO_INFO: every name paho's library reports about its build; PAHO_VERSION
      * and PAHO_BUILD: its "Version" and "Build level", as it says them */

@@ -240,6 +240,7 @@ end
 
 local handle_event -- defined with the client
 local keep, consume, deliver_kept -- defined with the client: messages and their consumers
+local explain -- defined with op_failure: where and why a connect failed
 local wake_paho -- defined with connect
 
 -- handle what client c has queued; at most `max` events
@@ -731,6 +732,47 @@ local function fire(self, name, a, b)
   if h then spawn(self, name, h, a, b) end
 end
 
+-- host, port of a URI ("tcp://host:1883", "wss://[::1]:443/mqtt")
+local function host_port(uri)
+  local scheme, rest = uri:match("^(%a+)://(.*)$")
+  if not scheme then return nil end
+  local host, port = rest:match("^%[([^%]]+)%]:(%d+)")
+  if not host then host, port = rest:match("^([^:/]+):(%d+)") end
+  return host, tonumber(port), scheme
+end
+
+local PROBE_TIMEOUT = 1 -- s: how long explain's own connect may take
+
+-- A connect that failed on the network: paho 1.3.12 says "TCP/TLS connect
+-- failure" (or nothing) for a refused port, an unknown host and a dead
+-- route alike, so try the same host:port once (src/probe.c, on a thread of
+-- its own) and say what happened; then done(message). Not network: done(msg)
+-- at once.
+function explain(self, network, msg, done)
+  local uri = self._uris[self._uri_index or 1] or ""
+  local host, port, scheme = host_port(uri)
+  if not network or not host or (self._copts and self._copts.http_proxy) then return done(msg) end
+  local ok, probe = pcall(core.probe, host, port, PROBE_TIMEOUT)
+  if not ok then return done(msg) end
+  local paho = msg:gsub("^connect failed: ", "")
+  local where = fmt("connect failed: %s:%d: ", host, port)
+  spawn(self, "connect", function()
+    local deadline = now() + PROBE_TIMEOUT + 0.5
+    local tcp, cause = probe:result()
+    while tcp == nil and now() < deadline and not self._closed do
+      M.sleep(0.01)
+      tcp, cause = probe:result()
+    end
+    if tcp == nil then return done(msg) end
+    if not tcp then return done(where .. cause .. " [paho: " .. paho .. "]") end
+    if scheme == "ssl" or scheme == "wss" then
+      return done(where .. "the TCP connection works, so the TLS handshake failed [paho: " .. paho .. "]")
+    end
+    done(where .. "the broker accepted the TCP connection and closed it before its CONNACK "
+      .. "(the broker's log says why) [paho: " .. paho .. "]")
+  end)
+end
+
 local function op_failure(self, kind, rc, reason, text)
   if kind == "connect" then
     if self.version == 5 and reason and reason >= 0x80 then
@@ -741,7 +783,7 @@ local function op_failure(self, kind, rc, reason, text)
     elseif self.version ~= 5 and rc >= 1 and rc <= 5 then
       return fmt("connect refused: CONNACK return code %d %s", rc, connack3[rc]), "refused", rc
     end
-    local t = text or ("paho code " .. tostring(rc))
+    local t = text or "paho gave no reason"
     if t:find("timeout", 1, true) then return "connect timed out: " .. t, "timeout" end
     if t:find("certificate verify failed", 1, true) then
       t = t .. "; the broker's certificate is not signed by a CA in tls.ca_file / tls.ca_path, "
@@ -976,13 +1018,17 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       fire(self, "connect", info)
     else
       local msg, code, rcode = op_failure(self, kind, rc, reason, text)
-      if again then
-        reconnect_failed(self, msg, rcode, code)
-        return
-      end
-      if self._state == "connecting" then self._state = "disconnected" end
-      if tok then finish(tok, false, msg, code) end
-      fire(self, "connect_failed", { message = msg, code = rcode, cause = code })
+      if not again and self._state == "connecting" then self._state = "disconnected" end
+      -- a network failure: find out where and why (explain) before saying it
+      explain(self, code == "network", msg, function(m)
+        self._stats.connect_failure = m
+        if again then
+          if self._state == "reconnecting" and not self._closed then reconnect_failed(self, m, rcode, code) end
+          return
+        end
+        if tok then finish(tok, false, m, code) end
+        if not self._closed then fire(self, "connect_failed", { message = m, code = rcode, cause = code }) end
+      end)
     end
     return
   end
@@ -2003,6 +2049,7 @@ function Client:stats()
     s.loss_message = self._loss.message
     s.last_loss = now() - self._loss.at
   end
+  s.connect_failure = self._stats.connect_failure
   s.uri = self._connected_uri
   return s
 end
