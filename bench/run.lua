@@ -10,7 +10,8 @@
 -- over the measured interval (from /proc/PID/stat). Last it runs
 -- bench/frame_budget.lua (one frame's dispatch after a stall, with and
 -- without a budget), bench/self_subscribe.lua (a client receiving its own
--- QoS 1 publishes, against no_local and a second client) and
+-- QoS 1 publishes, against no_local and a second client),
+-- bench/connect_alone.lua (connect times of a client alone in its process) and
 -- bench/slow_consumer.lua (memory with a slow subscriber).
 --
 -- Environment: BENCH_REPS (3), BENCH_SCALE (1.0: multiplies every message
@@ -361,6 +362,15 @@ local ok, err = pcall(function()
     io.flush()
     if not sh(("MQTT_URI=%s timeout 300 %s %s/self_subscribe.lua"):format(broker.uri, LUA, HERE)) then
       failures[#failures + 1] = "self subscribe: failed"
+    end
+  end
+
+  if wanted("alone") then
+    print()
+    print("== connect, a client alone in its process (bench/connect_alone.lua)")
+    io.flush()
+    if not sh(("MQTT_URI=%s timeout 300 %s %s/connect_alone.lua"):format(broker.uri, LUA, HERE)) then
+      failures[#failures + 1] = "connect alone: failed"
     end
   end
 

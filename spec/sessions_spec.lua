@@ -219,3 +219,39 @@ describe("messages that arrive before a consumer exists", function()
     sub:close()
   end)
 end)
+
+describe("clean_start = 'first' across a broker restart (mosquitto with persistence)", function()
+  teardown(function() helper.stop_all() end)
+
+  -- mosquitto 2.0.11 saves no session whose connection began with Clean
+  -- Start = 1 (persist_write.c: contexts with clean_start set are skipped)
+  for _, version in ipairs { 5, 4 } do
+    it("keeps the session it began and the messages queued in it (MQTT " .. version .. ")", function()
+      local b = helper.broker()
+      local id, topic = helper.uid("first"), helper.uid("first")
+      local sub = assert(mqtt.client{ uri = b.uri, id = id, version = version })
+      local opts = { clean_start = "first", session_expiry = version == 5 and 300 or nil }
+      local _, info = assert(sub:connect(opts))
+      assert.is_false(info.session_present) -- what the program sees: a fresh session
+      assert(sub:subscribe(topic, 1))
+      assert(sub:disconnect())
+      b:stop() -- SIGTERM: mosquitto writes its store
+      b:start()
+      local pub = assert(mqtt.client{ uri = b.uri })
+      assert(pub:connect{})
+      local last
+      for i = 1, 5 do last = assert(pub:publish(topic, "m" .. i, { qos = 1 })) end
+      assert(last:wait(5))
+      pub:close()
+      _, info = assert(sub:connect(opts))
+      assert.is_true(info.session_present)
+      local got = {}
+      sub:on("message", function(m) got[#got + 1] = m.payload end)
+      helper.eventually(function() return #got >= 5 end, 5, mqtt)
+      assert.are.same({ "m1", "m2", "m3", "m4", "m5" }, got)
+      sub:disconnect{ session_expiry = version == 5 and 0 or nil }
+      sub:close()
+      b:stop()
+    end)
+  end
+end)

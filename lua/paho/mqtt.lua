@@ -969,8 +969,23 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
         -- asked and drops a client that pings late. paho 1.3.12 ignores it,
         -- so connect again at once with the broker's interval (resuming the
         -- session just made; the program sees one connect).
-        self._adopt = { session_present = extra, tok = tok, ska = ska }
+        self._adopt = { session_present = extra, tok = tok, ska = ska, why = "the broker's Server Keep Alive" }
         self._copts.keepalive = ska
+        self._connect_tok = tok
+        if again then self._attempting = true end
+        self._c:disconnect(0)
+        return
+      end
+      local o = self._copts
+      if o and o.clean and not self._adopt
+          and ((self.version == 5 and (o.session_expiry or 0) > 0) or (self.version ~= 5 and self._clean_first)) then
+        -- A session meant to outlive the connection, begun with Clean Start
+        -- = 1: mosquitto 2.0.11 never writes such a session to its store
+        -- (persist_write.c skips contexts whose connection had clean_start
+        -- set) until a connection with Clean Start = 0 takes it over, so a
+        -- broker restart would lose it. Take it over at once (the program
+        -- sees one connect, with the first CONNACK's session_present).
+        self._adopt = { session_present = extra, tok = tok, why = "Clean Start = 0 (a session the broker stores)" }
         self._connect_tok = tok
         if again then self._attempting = true end
         self._c:disconnect(0)
@@ -1041,7 +1056,7 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       local adopt = self._adopt
       self._adopt = nil
       self._connect_tok = nil
-      local msg = "connect: reconnecting with the broker's Server Keep Alive failed: " .. tostring(err)
+      local msg = "connect: reconnecting with " .. adopt.why .. " failed: " .. tostring(err)
       if self._state == "reconnecting" then
         reconnect_failed(self, msg, nil, "error")
       else
