@@ -6,6 +6,11 @@
 #   LUA_INCDIR   where lua.h is                    default: from LUA
 #   PAHO_INCDIR  where MQTTAsync.h is              default: /usr/include
 #   PAHO_LIBDIR  where libpaho-mqtt3as is          default: the linker's path
+#   PAHO_SRC     a paho.mqtt.c source tarball or directory: build paho from it
+#                for speed (PAHO_HIGH_PERFORMANCE, TLS, static) and link it
+#                into the core, which then needs no system paho; use with a
+#                BUILD of its own, e.g. make PAHO_SRC=paho.mqtt.c-1.3.12.tar.gz
+#                BUILD=build/paho-src test (tools/build-paho.sh; docs/packaging.md)
 #   CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, LUA_LIBDIR, LUA_SHAREDIR
 #
 # Targets: all (build), test, test-all, ci, demo, bench, asan, valgrind, tsan,
@@ -21,6 +26,7 @@ else
 LUA_INCDIR  ?= /usr/include/lua$(LUA_VERSION)
 LUA_ABI     := $(LUA_VERSION)
 endif
+PAHO_SRC    ?=
 PAHO_INCDIR ?= /usr/include
 PAHO_LIBDIR ?=
 PREFIX      ?= /usr/local
@@ -30,13 +36,26 @@ LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN     := -std=c99 -Wall -Wextra -Werror -Wshadow -pedantic -Wno-overlength-strings
-ALLCFLAGS = $(CFLAGS) $(WARN) -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
-            -I$(LUA_INCDIR) -I$(PAHO_INCDIR)
 LIBFLAG  ?= -shared
-LIBS     := $(if $(PAHO_LIBDIR),-L$(PAHO_LIBDIR) -Wl$(,)-rpath$(,)$(PAHO_LIBDIR)) -lpaho-mqtt3as -lpthread -ldl
 , := ,
 
 BUILD    ?= build/$(LUA)
+ifneq ($(PAHO_SRC),)
+# paho built from source into the build directory (tools/build-paho.sh), linked
+# statically; its symbols stay inside core.so (--exclude-libs), so a system
+# paho loaded by something else in the process cannot clash with it
+PAHO_OUT    := $(BUILD)/paho-build
+PAHO_INCDIR := $(PAHO_OUT)/install/include
+PAHO_LIB    := $(PAHO_OUT)/install/lib/libpaho-mqtt3as.a
+LIBS     := $(PAHO_LIB) -Wl$(,)--exclude-libs$(,)ALL -lssl -lcrypto -lpthread -ldl
+else
+PAHO_LIB    :=
+LIBS     := $(if $(PAHO_LIBDIR),-L$(PAHO_LIBDIR) -Wl$(,)-rpath$(,)$(PAHO_LIBDIR)) -lpaho-mqtt3as -lpthread -ldl
+endif
+# paho's headers are third-party: included as system headers, so that our
+# -pedantic -Werror does not judge them (MQTTProperties.h has an unnamed union)
+ALLCFLAGS = $(CFLAGS) $(WARN) -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
+            -I$(LUA_INCDIR) $(if $(filter /usr/include,$(PAHO_INCDIR)),,-isystem $(PAHO_INCDIR))
 SRCS     := $(wildcard src/*.c)
 OBJS     := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 CORE     := $(BUILD)/paho/mqtt/core.so
@@ -55,13 +74,18 @@ build/tools/faultproxy: tools/faultproxy.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L -o $@ $<
 
-$(BUILD)/obj/%.o: src/%.c src/pmq.h src/luapmq.h
+$(BUILD)/obj/%.o: src/%.c src/pmq.h src/luapmq.h $(PAHO_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -c $< -o $@
 
-$(CORE): $(OBJS)
+$(CORE): $(OBJS) $(PAHO_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+ifneq ($(PAHO_SRC),)
+$(PAHO_LIB):
+	sh tools/build-paho.sh "$(PAHO_SRC)" $(PAHO_OUT)
+endif
 
 deps:
 	@sh tools/deps.sh $(LUA)

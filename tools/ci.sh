@@ -10,6 +10,10 @@
 #   asan tsan valgrind gc-stress
 #             the whole suite on lua5.4 under `make asan`, `make tsan`,
 #             `make valgrind`, `make gc-stress`
+#   paho-src  the whole suite on lua5.4 against paho.mqtt.c 1.3.12 built from
+#             its source tarball for speed (make PAHO_SRC=... BUILD=build/paho-src;
+#             the tarball from $PMQ_PAHO_SRC, else ../shared/third_party next
+#             to the repository or /work/shared/third_party, its sha256 checked)
 #
 # With no argument every part runs; name parts to run only those, e.g.
 # `tools/ci.sh valgrind tsan`.
@@ -37,7 +41,15 @@ cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
 jobs=${PMQ_CI_JOBS:-4}
 fuzz_seconds=${FUZZ_SECONDS:-60}
-suites_all="luajit valgrind asan tsan gc-stress lua5.4 lua5.3 lua5.1" # valgrind, the slowest, in the first four
+suites_all="luajit valgrind asan tsan gc-stress lua5.4 lua5.3 lua5.1 paho-src" # valgrind, the slowest, in the first four
+# paho.mqtt.c v1.3.12 (commit f7799da9), the source the paho-src part builds
+paho_sha256=47f7710b19ab1a99c1d49cfbc66e42703e582bc349a71a71d81b6b66447a200e
+paho_src=${PMQ_PAHO_SRC:-}
+if [ -z "$paho_src" ]; then
+  for d in "$root/../shared/third_party" /work/shared/third_party; do
+    [ -f "$d/paho.mqtt.c-1.3.12.tar.gz" ] && { paho_src="$d/paho.mqtt.c-1.3.12.tar.gz"; break; }
+  done
+fi
 parts=${*:-"lint fuzz $suites_all"}
 for p in $parts; do
   case " lint fuzz $suites_all " in
@@ -78,6 +90,14 @@ for p in $parts; do
   fi
   case $p in
     asan | tsan | gc-stress) make --no-print-directory LUA="$l" "$p-build" || built=0 ;;
+    paho-src)
+      if [ -z "$paho_src" ]; then
+        echo "ci.sh: paho-src: no paho.mqtt.c-1.3.12.tar.gz (set PMQ_PAHO_SRC)" >&2; built=0
+      elif [ "$(sha256sum "$paho_src" | cut -d' ' -f1)" != "$paho_sha256" ]; then
+        echo "ci.sh: paho-src: $paho_src is not paho.mqtt.c v1.3.12 (sha256 differs)" >&2; built=0
+      else
+        make --no-print-directory LUA="$l" PAHO_SRC="$paho_src" BUILD=build/paho-src all || built=0
+      fi ;;
     *) make --no-print-directory LUA="$l" all || built=0 ;;
   esac
 done
@@ -144,6 +164,7 @@ cmd_of() {
   case $1 in
     lua5.4) echo "PMQ_ROCK_LUAS='$rock_luas_54' make --no-print-directory LUA=$1 test" ;;
     lua5.3 | lua5.1 | luajit) echo "make --no-print-directory LUA=$1 test" ;;
+    paho-src) echo "PMQ_ROCK_LUAS=lua5.4 make --no-print-directory LUA=lua5.4 PAHO_SRC='$paho_src' BUILD=build/paho-src test" ;;
     *) echo "PMQ_ROCK_LUAS=lua5.4 make --no-print-directory LUA=lua5.4 $1" ;;
   esac
 }
