@@ -208,3 +208,32 @@ describe("subscription options and refusals", function()
     s:stop()
   end)
 end)
+
+describe("a broker with Receive Maximum 65535", function()
+  teardown(function() helper.stop_all() end)
+
+  it("takes thousands of QoS 1 publishes while paho cannot write (no -12 from paho's buffer limit)", function()
+    -- paho counts every unwritten request against maxBufferedMessages,
+    -- connected or not; that limit was the offline_queue (1000 by default),
+    -- so once paho had 1000 publishes it could not write yet, publish()
+    -- returned "No more messages can be buffered (paho code -12)"
+    local fp = require "faultproxy"
+    local b = helper.broker { config = { "max_inflight_messages 0", "max_queued_messages 0" } }
+    local proxy = fp.start(b.port)
+    local c = assert(mqtt.client { uri = proxy.uri, id = helper.uid("rm") })
+    assert(c:connect {})
+    proxy:stall() -- nothing gets through: paho's writes stop once the socket is full
+    local toks, big = {}, ("x"):rep(10000) -- 30 MB: more than the proxy and the sockets buffer
+    for i = 1, 3000 do
+      local tok, err = c:publish("rm/t", big, { qos = 1 })
+      assert.is_truthy(tok, err)
+      toks[i] = tok
+      if i % 100 == 0 then mqtt.dispatch(0.01) end
+    end
+    proxy:pass()
+    for i = 1, #toks do assert(toks[i]:wait(30)) end
+    c:close()
+    proxy:stop()
+    b:stop()
+  end)
+end)

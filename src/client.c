@@ -106,8 +106,11 @@ static int create_handle(pmq_ctx *c)
     co.MQTTVersion = c->version == 5 ? MQTTVERSION_5 : c->version == 4 ? MQTTVERSION_3_1_1 : MQTTVERSION_3_1;
     co.sendWhileDisconnected = c->mk_offline > 0;
     co.allowDisconnectedSendAtAnyTime = c->mk_offline > 0;
-    /* paho counts every unsent request against this, connected or not */
-    co.maxBufferedMessages = c->mk_offline > 0 ? c->mk_offline : INT_MAX / 2;
+    /* paho counts every unsent request against this, connected or not, and
+     * refused publishes while connected when more than offline_queue were
+     * unsent (-12, with a broker of Receive Maximum 65535): the Lua layer
+     * counts the offline queue itself (publish in mqtt.lua) */
+    co.maxBufferedMessages = INT_MAX / 2;
     rc = PAHO(MQTTAsync_createWithOptions(&c->handle, c->mk_uri, c->ka_id,
                                           c->mk_dir ? MQTTCLIENT_PERSISTENCE_DEFAULT : MQTTCLIENT_PERSISTENCE_NONE,
                                           (void *)c->mk_dir, &co));

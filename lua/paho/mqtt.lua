@@ -1838,6 +1838,16 @@ function Client:publish(topic, payload, opts)
     end
     return hold(self, c, topic, payload, qos, retain, props)
   end
+  if self._state ~= "connected" then
+    -- offline_queue is counted here, not by paho: paho's limit
+    -- (maxBufferedMessages) counts every request not yet written, connected
+    -- or not, and refused publishes while connected under load (-12)
+    local waiting = self._offline_n + self._held_last - self._held_first + 1
+    if waiting >= self._offline_max then
+      c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
+      return nil, offline_full(self, waiting), "queue_full"
+    end
+  end
   return submit(self, topic, payload, qos, retain, props)
 end
 
@@ -1845,7 +1855,9 @@ end
 function submit(self, topic, payload, qos, retain, props, tok)
   local token, err, code = self._c:publish(topic, payload, qos, retain, props)
   if not token then
-    if code == "queue_full" then
+    -- paho's count of unsent requests is the offline queue only while
+    -- disconnected with one; otherwise keep paho's own words
+    if code == "queue_full" and self._offline_max > 0 and self._state ~= "connected" then
       err = offline_full(self, self._offline_n)
     end
     return nil, err, code
