@@ -64,7 +64,7 @@ CORE     := $(BUILD)/paho/mqtt/core.so
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test test-all ci demo bench soak asan asan-build valgrind tsan tsan-build gc-stress gc-stress-build fuzz lint install clean
+.PHONY: all deps test test-all ci demo bench bench-raw soak asan asan-build valgrind tsan tsan-build gc-stress gc-stress-build fuzz lint install clean
 
 all: $(CORE) build/tools/faultproxy
 
@@ -113,11 +113,25 @@ demo: deps
 # the binding against raw paho.mqtt.c (bench/raw.c, built with the same
 # PAHO_INCDIR/PAHO_LIBDIR); see docs/performance.md. BENCH_REPS, BENCH_SCALE,
 # BENCH_CASES and BENCH_SLOW_N tune it (bench/run.lua). Exits 0 when it ran.
-bench: deps
-	@$(MAKE) --no-print-directory all
+# the peers of the race (bench/race.lua): paho built from source and luamqtt,
+# from the third-party sources next to the repository when they are there
+BENCH_THIRD_PARTY ?= $(firstword $(wildcard $(CURDIR)/../shared/third_party /work/shared/third_party))
+BENCH_PAHO_SRC    ?= $(wildcard $(BENCH_THIRD_PARTY)/paho.mqtt.c-1.3.12.tar.gz)
+BENCH_LUAMQTT     ?= $(wildcard $(BENCH_THIRD_PARTY)/luamqtt-3.4.3.tar.gz)
+
+bench: deps bench-raw
+	@PMQ_BENCH=1 sh tools/deps.sh $(LUA)
+	@if [ -n "$(BENCH_PAHO_SRC)" ]; then \
+	  $(MAKE) --no-print-directory PAHO_SRC=$(BENCH_PAHO_SRC) BUILD=build/paho-src all bench-raw; fi
+	@RACE_RAW=$(BUILD)/bench/raw RACE_SYS_CPATH="$(LUA_CPATH)" RACE_LUAMQTT="$(BENCH_LUAMQTT)" \
+	  RACE_SRC_BUILD=$(if $(BENCH_PAHO_SRC),$(CURDIR)/build/paho-src) \
+	  $(LUA) bench/run.lua $(BUILD)/bench/raw
+
+# bench/raw.c, the same workloads through paho's C API, against this BUILD's paho
+bench-raw: all
 	@mkdir -p $(BUILD)/bench
-	$(CC) $(CFLAGS) -std=c99 -Wall -Wextra -I$(PAHO_INCDIR) -o $(BUILD)/bench/raw bench/raw.c $(LDFLAGS) $(LIBS)
-	@$(LUA) bench/run.lua $(BUILD)/bench/raw
+	$(CC) $(CFLAGS) -std=c99 -Wall -Wextra $(if $(filter /usr/include,$(PAHO_INCDIR)),,-isystem $(PAHO_INCDIR)) \
+	  -o $(BUILD)/bench/raw bench/raw.c $(LDFLAGS) $(LIBS)
 
 # SOAK_MINUTES (30) of mixed traffic with faults, one line per minute (RSS,
 # descriptors, threads, messages): bench/soak.lua. Not in CI.

@@ -11,7 +11,9 @@
 -- bench/frame_budget.lua (one frame's dispatch after a stall, with and
 -- without a budget), bench/self_subscribe.lua (a client receiving its own
 -- QoS 1 publishes, against no_local and a second client),
--- bench/connect_alone.lua (connect times of a client alone in its process) and
+-- bench/connect_alone.lua (connect times of a client alone in its process),
+-- bench/race.lua (the binding against raw paho C, luamqtt, Python paho and
+-- mosquitto_pub/sub, each on the same broker) and
 -- bench/slow_consumer.lua (memory with a slow subscriber).
 --
 -- Environment: BENCH_REPS (3), BENCH_SCALE (1.0: multiplies every message
@@ -362,6 +364,16 @@ local ok, err = pcall(function()
     io.flush()
     if not sh(("MQTT_URI=%s timeout 300 %s %s/self_subscribe.lua"):format(broker.uri, LUA, HERE)) then
       failures[#failures + 1] = "self subscribe: failed"
+    end
+  end
+
+  if wanted("race") then
+    print()
+    print("== the race: this binding against raw paho C, luamqtt, Python paho and mosquitto_pub/sub "
+      .. "(bench/race.lua)")
+    io.flush()
+    if not sh(("timeout 1200 %s %s/race.lua"):format(LUA, HERE)) then
+      failures[#failures + 1] = "race: a run failed"
     end
   end
 

@@ -18,6 +18,8 @@ case "$lua" in
   luajit*) pkgs="$pkgs luajit2 libluajit2-5.1-dev" ;;
 esac
 [ -n "$PMQ_VALGRIND" ] && pkgs="$pkgs valgrind"
+# make bench: the race's peers (bench/race.lua) and the source build of paho
+[ -n "$PMQ_BENCH" ] && pkgs="$pkgs lua-socket python3-paho-mqtt cmake libssl-dev"
 # make fuzz: clang with its libFuzzer runtime
 [ -n "$PMQ_FUZZ" ] && pkgs="$pkgs clang libclang-rt-dev"
 missing=""
