@@ -54,8 +54,9 @@ LIBS     := $(if $(PAHO_LIBDIR),-L$(PAHO_LIBDIR) -Wl$(,)-rpath$(,)$(PAHO_LIBDIR)
 endif
 # paho's headers are third-party: included as system headers, so that our
 # -pedantic -Werror does not judge them (MQTTProperties.h has an unnamed union)
+PAHO_CFLAGS := $(if $(filter /usr/include,$(PAHO_INCDIR)),,-isystem $(PAHO_INCDIR))
 ALLCFLAGS = $(CFLAGS) $(WARN) -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
-            -I$(LUA_INCDIR) $(if $(filter /usr/include,$(PAHO_INCDIR)),,-isystem $(PAHO_INCDIR))
+            -I$(LUA_INCDIR) $(PAHO_CFLAGS)
 SRCS     := $(wildcard src/*.c)
 OBJS     := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 CORE     := $(BUILD)/paho/mqtt/core.so
@@ -130,8 +131,7 @@ bench: deps bench-raw
 # bench/raw.c, the same workloads through paho's C API, against this BUILD's paho
 bench-raw: all
 	@mkdir -p $(BUILD)/bench
-	$(CC) $(CFLAGS) -std=c99 -Wall -Wextra $(if $(filter /usr/include,$(PAHO_INCDIR)),,-isystem $(PAHO_INCDIR)) \
-	  -o $(BUILD)/bench/raw bench/raw.c $(LDFLAGS) $(LIBS)
+	$(CC) $(CFLAGS) -std=c99 -Wall -Wextra $(PAHO_CFLAGS) -o $(BUILD)/bench/raw bench/raw.c $(LDFLAGS) $(LIBS)
 
 # SOAK_MINUTES (30) of mixed traffic with faults, one line per minute (RSS,
 # descriptors, threads, messages): bench/soak.lua. Not in CI.

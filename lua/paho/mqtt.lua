@@ -595,6 +595,16 @@ end
 
 local events = { message = 1, connect = 1, disconnect = 1, connect_failed = 1, error = 1 }
 
+-- raises unless handler is nil, a function or a callable table (argument 2 of fname)
+local function check_handler(handler, fname)
+  if handler ~= nil and type(handler) ~= "function" then
+    local mt = getmetatable(handler)
+    if not (mt and mt.__call) then
+      error(fmt("bad argument #2 to %s (function expected, got %s)", fname, type(handler)), 3)
+    end
+  end
+end
+
 --- Sets the handler for an event ("message", "connect", "disconnect",
 -- "connect_failed", "error"); nil removes it. Returns the client.
 function Client:on(name, handler)
@@ -604,12 +614,7 @@ function Client:on(name, handler)
     error(fmt("bad argument #1 to on (event name expected: message, connect, disconnect, connect_failed "
       .. "or error; got %s%s)", options.describe(name), hint and ("; did you mean '" .. hint .. "'?") or ""), 2)
   end
-  if handler ~= nil and type(handler) ~= "function" then
-    local mt = getmetatable(handler)
-    if not (mt and mt.__call) then
-      error("bad argument #2 to on (function expected, got " .. type(handler) .. ")", 2)
-    end
-  end
+  check_handler(handler, "on")
   self._handlers[name] = handler
   if name == "message" and handler ~= nil then self._consumers_changed = true end
   return self
@@ -622,12 +627,7 @@ function Client:route(filter, handler)
   checkself(self, "route")
   local c, why = topics.compile(filter)
   if not c then error(fmt("bad argument #1 to route (%s)", why), 2) end
-  if handler ~= nil and type(handler) ~= "function" then
-    local mt = getmetatable(handler)
-    if not (mt and mt.__call) then
-      error("bad argument #2 to route (function expected, got " .. type(handler) .. ")", 2)
-    end
-  end
+  check_handler(handler, "route")
   local routes = self._routes or {}
   for i = 1, #routes do
     if routes[i].filter == filter then
