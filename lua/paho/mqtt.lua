@@ -801,8 +801,13 @@ local function op_failure(self, kind, rc, reason, text)
   end
   if rc == -11 then -- MQTTASYNC_OPERATION_INCOMPLETE
     if self._closed then return fmt("%s: not completed: the client was closed", kind), "closed" end
-    -- paho gives no cause; the core knows why the connection ended
-    return fmt("%s: not completed: %s", kind, self._c:not_connected()), "disconnected"
+    -- paho 1.3.12 fails a request with -11 only when it drops the session
+    -- state (MQTTAsync_cleanSession: a CONNACK with session_present false
+    -- or Clean Start, or a session that ends with its connection) or its
+    -- handle (see rebuilt in complete_op); the core knows why the
+    -- connection ended
+    return fmt("%s: not completed: the session it belonged to ended (the broker kept no session, "
+      .. "or it ends with the connection); %s", kind, self._c:not_connected()), "disconnected"
   end
   if reason and reason >= 0x80 then
     return fmt("%s refused: %s", kind, reason_text(reason)), "refused", reason
@@ -879,7 +884,7 @@ local function core_connect(self, o)
     -- and an automatic reconnect subscribes again.
     if not self._persist then self._need_clean = true end
   end
-  if self._need_clean then
+  if self._need_clean == true then
     o = copy(o)
     o.clean = true
   end
@@ -977,14 +982,22 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
         return
       end
       local o = self._copts
-      if o and o.clean and not self._adopt
-          and ((self.version == 5 and (o.session_expiry or 0) > 0) or (self.version ~= 5 and self._clean_first)) then
+      -- (a fresh paho handle in memory connected with Clean Start, see
+      -- core_connect, though the program asked for a lasting session)
+      local fresh = self._need_clean == true and o and not o.clean
+      if o and (o.clean or fresh) and not self._adopt
+          and ((self.version == 5 and (o.session_expiry or 0) > 0)
+            or (self.version ~= 5 and (self._clean_first or fresh))) then
         -- A session meant to outlive the connection, begun with Clean Start
         -- = 1: mosquitto 2.0.11 never writes such a session to its store
         -- (persist_write.c skips contexts whose connection had clean_start
         -- set) until a connection with Clean Start = 0 takes it over, so a
-        -- broker restart would lose it. Take it over at once (the program
-        -- sees one connect, with the first CONNACK's session_present).
+        -- broker restart would lose it, and paho would fail what was in
+        -- flight (-11) at the CONNACK saying so. Take it over at once (the
+        -- program sees one connect, with the first CONNACK's session_present).
+        -- the new session is made: Clean Start 0 from now on (publishes
+        -- still wait in the client until the program sees the connect)
+        if fresh then self._need_clean = "made" end
         self._adopt = { session_present = extra, tok = tok, why = "Clean Start = 0 (a session the broker stores)" }
         self._connect_tok = tok
         if again then self._attempting = true end
