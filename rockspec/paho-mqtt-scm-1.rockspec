@@ -55,6 +55,7 @@ build = {
             "src/events.c",
             "src/host.c",
             "src/keepalive.c",
+            "src/outbox.c",
             "src/probe.c",
             "src/props.c",
             "src/trace.c",

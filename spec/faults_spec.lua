@@ -228,10 +228,9 @@ describe("faults under load", function()
           :format(t_tokens, t_all))
         if #failed > 0 then
           local st = pub:stats()
-          print(("    publisher now: %s, inflight %s (window count %s of %s), held %s, offline queued %s, "
-            .. "paho pending %s"):format(pub:state(), tostring(st.inflight), tostring(pub._inflight),
-            tostring(pub._recv_max), tostring(st.held), tostring(st.offline_queued),
-            tostring(pub._c and pub._c:pending())))
+          print(("    publisher now: %s, inflight %s (handed to paho %s), held %s, offline queued %s, "
+            .. "paho pending %s"):format(pub:state(), tostring(st.inflight), tostring(select(3, pub._c:outbox())),
+            tostring(st.held), tostring(st.offline_queued), tostring(pub._c and pub._c:pending())))
           local why = {}
           for _, f in ipairs(failed) do why[f] = (why[f] or 0) + 1 end
           print("    failed tokens: " .. summary(why))

@@ -155,6 +155,11 @@ static int l_new(lua_State *L)
         free(c);
         return luaL_error(L, "client: cannot create the event descriptor");
     }
+    if (pmq_out_init(c) != 0) {
+        pmq_queue_free(c);
+        free(c);
+        return luaL_error(L, "client: cannot create the outbox's locks");
+    }
     c->version = version;
     c->ka_id = strdup(id ? id : "");
     c->max_count = (size_t)pmq_opt_int(L, 1, "queue_max", 0, 0, INT_MAX, fname);
@@ -229,6 +234,7 @@ static void close_client(pmq_box *b, int timeout_ms)
         return;
     b->c = NULL;
     pmq_queue_close(c); /* a paho thread waiting for queue space gives up */
+    pmq_out_shut(c);    /* nothing held is handed over from now on */
     if (c->handle) {
         if (PAHO(MQTTAsync_isConnected(c->handle))) {
             MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
@@ -247,6 +253,7 @@ static void close_client(pmq_box *b, int timeout_ms)
     pmq_ws_release(c);
     pmq_ka_unwatch(c);
     forget_secrets(c);
+    pmq_out_free(c);
     pmq_queue_free(c);
     free(c->ka_id);
     free(c->mk_uri);
@@ -275,6 +282,7 @@ static int l_rebuild(lua_State *L)
 {
     pmq_ctx *c = check_open(L, "rebuild");
     int rc;
+    pmq_out_shut(c); /* what waits in the outbox stays, for the new handle */
     if (c->handle)
         destroy_handle(c);
     pthread_mutex_lock(&c->mu);
@@ -823,15 +831,14 @@ static int l_packet_size(lua_State *L)
 static int l_publish(lua_State *L)
 {
     pmq_ctx *c = check_open(L, "publish");
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     MQTTAsync_message m = MQTTAsync_message_initializer;
     pmq_subop *op;
-    int op_n;
+    int op_n, held;
     size_t plen = 0;
     const char *topic, *payload = NULL;
-    int rc, rc_, has_props = !lua_isnoneornil(L, 6);
+    int rc, has_props = !lua_isnoneornil(L, 6), hold = lua_toboolean(L, 7);
 
-    check_publish_args(L, c, 0);
+    check_publish_args(L, c, 1); /* it may be held (outbox.c): checked now */
     topic = lua_tostring(L, 2);
     if (!lua_isnoneornil(L, 3))
         payload = lua_tolstring(L, 3, &plen);
@@ -849,17 +856,10 @@ static int l_publish(lua_State *L)
     if (!op)
         return luaL_error(L, "publish: out of memory");
     op->qos = m.qos;
-    ro.context = op;
-    if (c->version == 5) {
-        ro.onSuccess5 = pmq_publish_ok5;
-        ro.onFailure5 = pmq_publish_fail5;
-        if (has_props)
-            pmq_props_build(L, 6, &m.properties);
-    } else {
-        ro.onSuccess = pmq_publish_ok;
-        ro.onFailure = pmq_publish_fail;
-    }
-    rc = PAHO(MQTTAsync_sendMessage(c->handle, topic, &m, &ro));
+    if (c->version == 5 && has_props)
+        pmq_props_build(L, 6, &m.properties);
+    /* sent now, or held for the windows (outbox.c) */
+    rc = pmq_out_publish(c, op, topic, &m, hold, &held);
     if (has_props)
         MQTTProperties_free(&m.properties);
     if (rc != MQTTASYNC_SUCCESS) {
@@ -869,7 +869,33 @@ static int l_publish(lua_State *L)
         return pmq_fail(L, c, "publish", rc);
     }
     lua_pushinteger(L, op_n);
-    return 1;
+    lua_pushboolean(L, held);
+    return 2;
+}
+
+/* client:open_window(recv_max): the Lua layer reports a connect; the
+ * outbox hands paho what waits, as far as the window allows */
+static int l_open_window(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "open_window");
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 1 && n <= 65535, 2, "1..65535 expected");
+    pmq_out_open(c, (int)n);
+    return 0;
+}
+
+/* client:outbox() -> held, held_bytes, handed (publishes handed to paho
+ * and not completed) */
+static int l_outbox(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "outbox");
+    int held, handed;
+    size_t bytes;
+    pmq_out_counts(c, &held, &bytes, &handed);
+    lua_pushinteger(L, held);
+    lua_pushinteger(L, (lua_Integer)bytes);
+    lua_pushinteger(L, handed);
+    return 3;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1155,6 +1181,8 @@ int pmq_open_client(lua_State *L)
         {"subscribe", l_subscribe},
         {"unsubscribe", l_unsubscribe},
         {"publish", l_publish},
+        {"open_window", l_open_window},
+        {"outbox", l_outbox},
         {"check_publish", l_check_publish},
         {"packet_size", l_packet_size},
         {"disconnect", l_disconnect},

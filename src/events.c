@@ -250,6 +250,7 @@ void pmq_queue_free(pmq_ctx *c)
 void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text)
 {
     __atomic_store_n(&c->connected, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->out.open, 0, __ATOMIC_SEQ_CST); /* outbox.c: hold from now on */
     pmq_ws_release(c);
     c->lost_at = pmq_now();
     c->lost_cause = cause;
@@ -729,10 +730,17 @@ static pmq_subop *unlist(pmq_ctx *c, pmq_subop *op); /* below, with the pool */
  * one (of PMQ_BATCH numbers at most); its context goes back to the spare
  * list under the same lock */
 #define PMQ_BATCH 64
+static void pub_done(pmq_subop *op)
+{
+    if (op->c->pub_done)
+        op->c->pub_done(op->c, op->qos);
+}
+
 static void published(pmq_subop *op)
 {
     pmq_ctx *c = op->c;
     pmq_event *fresh = NULL;
+    pub_done(op);
     pthread_mutex_lock(&c->mu);
     for (;;) {
         pmq_event *e = c->pub_batch;
@@ -786,6 +794,7 @@ void pmq_publish_ok5(void *vop, MQTTAsync_successData5 *r)
         published(op);
         return;
     }
+    pub_done(op);
     e = op_event(PMQ_OP_PUBLISH, 1, op->n);
     if (e) {
         e->reason = (int)r->reasonCode;
@@ -806,6 +815,7 @@ static void note_damage(pmq_subop *op, int code)
 void pmq_publish_fail(void *vop, MQTTAsync_failureData *r)
 {
     pmq_subop *op = vop;
+    pub_done(op);
     if (r)
         note_damage(op, r->code);
     fail3t(op->c, PMQ_OP_PUBLISH, r, op->n);
@@ -815,6 +825,7 @@ void pmq_publish_fail(void *vop, MQTTAsync_failureData *r)
 void pmq_publish_fail5(void *vop, MQTTAsync_failureData5 *r)
 {
     pmq_subop *op = vop;
+    pub_done(op);
     if (r)
         note_damage(op, r->code);
     fail5t(op->c, PMQ_OP_PUBLISH, r, op->n);

@@ -88,6 +88,20 @@ typedef struct pmq_subop {
     int qos;             /* publish: its QoS */
 } pmq_subop;
 
+/* outbox.c: publishes held for the flow-control windows (see there) */
+typedef struct pmq_held pmq_held;
+typedef struct pmq_outbox {
+    pthread_mutex_t mu;          /* the queue and the counts; never held across a paho call */
+    pthread_mutex_t send_mu;     /* one sender at a time (keeps the order); before paho's lock */
+    int want;                    /* a release was asked for while send_mu was taken (atomic) */
+    int open;                    /* connected, as the Lua layer reported: release (atomic) */
+    pmq_held *head, *tail;
+    int n;                       /* held */
+    size_t bytes;                /* their topics and payloads */
+    int inflight, inflight0;     /* QoS 1/2, QoS 0 publishes handed to paho, not completed */
+    int recv_max;                /* the window for QoS 1/2 */
+} pmq_outbox;
+
 /* One client: malloc'd, because paho's threads may use it after Lua has
  * collected the userdata box that points at it. */
 typedef struct pmq_ctx {
@@ -127,6 +141,11 @@ typedef struct pmq_ctx {
      * persistence, save) that freed memory at its next connect, so the
      * next connect must go through a fresh handle (client:damaged) */
     int damaged;
+
+    pmq_outbox out;
+    /* called by every publish completion, on the thread paho calls it on
+     * (outbox.c: room in the window); events.c calls nothing above it */
+    void (*pub_done)(struct pmq_ctx *c, int qos);
 
     /* counters, read with the mutex held */
     unsigned long long msgs_in, bytes_in, stalls, overflows, max_depth;
@@ -168,6 +187,15 @@ PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text
 
 PMQ_HIDDEN pmq_subop *pmq_subop_new(struct pmq_ctx *c, int n);
 PMQ_HIDDEN void pmq_subop_free(pmq_subop *op);
+
+/* outbox.c: the outgoing path */
+PMQ_HIDDEN int  pmq_out_init(pmq_ctx *c);
+PMQ_HIDDEN void pmq_out_free(pmq_ctx *c);    /* after paho's handle is gone */
+PMQ_HIDDEN int  pmq_out_publish(pmq_ctx *c, pmq_subop *op, const char *topic, MQTTAsync_message *m,
+                                int hold, int *held);
+PMQ_HIDDEN void pmq_out_open(pmq_ctx *c, int recv_max); /* the Lua layer reports a connect */
+PMQ_HIDDEN void pmq_out_shut(pmq_ctx *c);    /* before destroying paho's handle */
+PMQ_HIDDEN void pmq_out_counts(pmq_ctx *c, int *held, size_t *held_bytes, int *inflight);
 
 /* keepalive.c */
 PMQ_HIDDEN void pmq_ka_watch(pmq_ctx *c);    /* before connecting with a keepalive */

@@ -244,14 +244,14 @@ local explain -- defined with op_failure: where and why a connect failed
 local wake_paho -- defined with connect
 
 -- handle what client c has queued; at most `max` events
-local release_held -- defined with publish
 
 local kick -- defined with connect
 
 -- paho holds publishes the client did not hand it: ones it restored from
 -- its persistence store
 local function restored_left(c)
-  return (c._c:pending() or 0) > c._inflight + c._inflight0
+  local _, _, handed = c._c:outbox()
+  return (c._c:pending() or 0) > handed
 end
 
 -- the numbers of a "published" event land here (one table, reused)
@@ -266,10 +266,6 @@ local function drain(c, max, till)
     if till and n > 0 and now() >= till then break end -- the caller's time budget
     if handle_event(c, core_c:next(ids_buf)) == false then break end
     n = n + 1
-    if c._release then
-      c._release = false
-      release_held(c)
-    end
   end
   if c._delivered then
     -- paho completed a publish while it still held some it restored from
@@ -571,10 +567,6 @@ function M.client(opts)
     _loss_gen = 0,
     _stats = { messages_out = 0, bytes_out = 0, reconnects = 0, rebuilds = 0, unhandled_dropped = 0 },
     _inbox = nil,
-    _inflight = 0,          -- QoS 1/2 publishes handed to paho, not yet acknowledged
-    _inflight0 = 0,         -- QoS 0 publishes handed to paho, not yet sent
-    _recv_max = 65535,      -- the broker's Receive Maximum (MQTT 5 CONNACK)
-    _held = {}, _held_first = 1, _held_last = 0, -- publishes waiting for room
     _subs = {},             -- subscribe requests, for resubscribing after a reconnect
     _aliases = {},          -- the broker's topic aliases on this connection
     _offline_set = opts.offline_queue,  -- nil: DEFAULT_OFFLINE with reconnect, else 0 (see connect)
@@ -941,20 +933,6 @@ local function lost(self, cause, message, code, props)
     retry_in = retry_in, properties = props })
 end
 
--- QoS 1/2 publishes paho still owes an answer for
-local function count_inflight(self)
-  local n, n0 = 0, 0
-  for _, tok in pairs(self._tokens) do
-    if tok.qos == 0 then n0 = n0 + 1 elseif tok.qos then n = n + 1 end
-  end
-  for _, q in pairs(self._more or {}) do
-    for i = q.first, q.last do
-      if q[i].qos == 0 then n0 = n0 + 1 elseif q[i].qos then n = n + 1 end
-    end
-  end
-  return n, n0
-end
-
 local function complete_op(self, kind, token, ok, rc, reason, text, extra, props)
   if kind == "connect" then
     local tok = self._connect_tok
@@ -1021,13 +999,12 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
       end
       local info = { session_present = extra, uri = text, properties = props or {}, reconnect = again }
       -- MQTT 3.1/3.1.1 has no Receive Maximum: the same window (V3_WINDOW)
-      self._recv_max = self.version == 5 and (info.properties.receive_maximum or 65535) or V3_WINDOW
+      -- (the outbox, src/outbox.c, hands paho what waits as far as it allows)
+      self._c:open_window(self.version == 5 and (info.properties.receive_maximum or 65535) or V3_WINDOW)
       self._max_packet = info.properties.maximum_packet_size
       self._aliases = {} -- topic aliases live as long as one connection
       self._server_keep_alive = info.properties.server_keep_alive
       self._connected_uri = text
-      self._inflight, self._inflight0 = count_inflight(self)
-      self._release = true
       if again then
         self._stats.reconnects = self._stats.reconnects + 1
         self._retry_delay = nil
@@ -1103,14 +1080,6 @@ local function complete_op(self, kind, token, ok, rc, reason, text, extra, props
     q.first = q.first + 1
   else
     tokens[token] = nil
-  end
-  if tok.qos then
-    if tok.qos == 0 then
-      if self._inflight0 > 0 then self._inflight0 = self._inflight0 - 1 end
-    elseif self._inflight > 0 then
-      self._inflight = self._inflight - 1
-    end
-    self._release = true
   end
   if tok.offline then
     self._offline_n = self._offline_n - 1
@@ -1764,26 +1733,14 @@ function Client:unsubscribe(filter, props)
   return true
 end
 
-local QOS0_WINDOW = 64 -- QoS 0 publishes handed to paho and not yet sent, at most
 local pub_spec = { qos = range(0, 2), retain = "boolean", properties = props_rule }
 local submit -- defined below
 
--- keep a publish in the client (released by release_held once connected
--- and the window has room); raises as publish would for bad arguments
 -- stats: messages_out and bytes_out count the publishes publish() accepted
 local function count_out(self, payload)
   local st = self._stats
   st.messages_out = st.messages_out + 1
   st.bytes_out = st.bytes_out + (payload and #payload or 0)
-end
-
-local function hold(self, c, topic, payload, qos, retain, props)
-  c:check_publish(topic, payload, qos, retain, props)
-  count_out(self, payload)
-  local tok = new_token(self, "publish")
-  self._held_last = self._held_last + 1
-  self._held[self._held_last] = { topic, payload, qos, retain, props, tok }
-  return tok
 end
 
 local function offline_full(self, waiting)
@@ -1818,21 +1775,9 @@ function Client:publish(topic, payload, opts)
         .. "broker's maximum packet size (%d bytes)", size, maxp), "too_large"
     end
   end
-  if self._state == "connected" then
-    -- Flow control: paho 1.3.12 holds publishes beyond the broker's Receive
-    -- Maximum and only looks at them again after up to a second, so keep
-    -- them here and hand them over as PUBACKs/PUBCOMPs come back. QoS 0
-    -- publishes share the window: paho stalls the same way on thousands of
-    -- queued sends, and walks its whole command list on every new one.
-    -- MQTT 3.1.1 gets a window too: given thousands of publishes at once,
-    -- paho 1.3.12 wrote malformed packets when the socket filled up
-    -- (mosquitto: "disconnected due to malformed packet"), again and again.
-    local full
-    if (qos or 0) == 0 then full = self._inflight0 >= QOS0_WINDOW else full = self._inflight >= self._recv_max end
-    if full or self._held_first <= self._held_last then
-      return hold(self, c, topic, payload, qos, retain, props)
-    end
-  end
+  -- Flow control (the broker's Receive Maximum, the 3.1.1 window, the QoS 0
+  -- window) is the C core's: src/outbox.c holds what does not fit and
+  -- hands it to paho on paho's own threads as room appears
   if self._offline_max == 0 and self._state ~= "connected" then
     -- the loss is known here (the "disconnect" event has run) but paho may
     -- not have closed the socket yet, and would take the publish
@@ -1843,19 +1788,19 @@ function Client:publish(topic, payload, opts)
   if self._need_clean and self._state ~= "connected" then
     -- a fresh paho handle in memory connects with Clean Start, and paho
     -- fails every request queued before that CONNACK (-9): keep the
-    -- publishes here until it is in (within offline_queue)
-    local waiting = self._offline_n + self._held_last - self._held_first + 1
+    -- publishes in the outbox until it is in (within offline_queue)
+    local waiting = self._offline_n + (c:outbox())
     if waiting >= self._offline_max then
       c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
       return nil, offline_full(self, waiting), "queue_full"
     end
-    return hold(self, c, topic, payload, qos, retain, props)
+    return submit(self, topic, payload, qos, retain, props, true)
   end
   if self._state ~= "connected" then
     -- offline_queue is counted here, not by paho: paho's limit
     -- (maxBufferedMessages) counts every request not yet written, connected
     -- or not, and refused publishes while connected under load (-12)
-    local waiting = self._offline_n + self._held_last - self._held_first + 1
+    local waiting = self._offline_n + (c:outbox())
     if waiting >= self._offline_max then
       c:check_publish(topic, payload, qos, retain, props) -- raises as publish would
       return nil, offline_full(self, waiting), "queue_full"
@@ -1864,10 +1809,12 @@ function Client:publish(topic, payload, opts)
   return submit(self, topic, payload, qos, retain, props)
 end
 
--- hand one publish to paho and count it; tok: the token already given out
-function submit(self, topic, payload, qos, retain, props, tok)
-  local token, err, code = self._c:publish(topic, payload, qos, retain, props)
+-- hand one publish to the core (paho now, or its outbox: hold = true
+-- keeps it there until the window opens) and count it
+function submit(self, topic, payload, qos, retain, props, hold)
+  local token, held, code = self._c:publish(topic, payload, qos, retain, props, hold)
   if not token then
+    local err = held
     -- paho's count of unsent requests is the offline queue only while
     -- disconnected with one; otherwise keep paho's own words
     if code == "queue_full" and self._offline_max > 0 and self._state ~= "connected" then
@@ -1875,33 +1822,14 @@ function submit(self, topic, payload, qos, retain, props, tok)
     end
     return nil, err, code
   end
-  if not tok then count_out(self, payload) end -- a held one was counted when accepted
-  tok = track(self, token, "publish", tok)
-  tok.qos = qos or 0 -- in the flow-control window until it completes
-  if tok.qos == 0 then self._inflight0 = self._inflight0 + 1 else self._inflight = self._inflight + 1 end
-  if self._state ~= "connected" then
+  count_out(self, payload)
+  local tok = track(self, token, "publish")
+  tok.qos = qos or 0
+  if not held and self._state ~= "connected" then
     tok.offline = true -- paho keeps it until the connection is back (offline_queue)
     self._offline_n = self._offline_n + 1
   end
   return tok
-end
-
--- hand held publishes to paho while the broker's window has room
-function release_held(self)
-  local held = self._held
-  while self._held_first <= self._held_last do
-    if self._state ~= "connected" or not self._c then break end
-    local h = held[self._held_first]
-    if (h[3] or 0) == 0 then
-      if self._inflight0 >= QOS0_WINDOW then break end
-    elseif self._inflight >= self._recv_max then
-      break
-    end
-    held[self._held_first] = nil
-    self._held_first = self._held_first + 1
-    local tok, err, code = submit(self, h[1], h[2], h[3], h[4], h[5], h[6])
-    if not tok then finish(h[6], false, err, code) end
-  end
 end
 
 local request_spec = {
@@ -2033,7 +1961,6 @@ function Client:close()
   for _, q in pairs(self._more or {}) do
     for i = q.first, q.last do closed(q[i]) end
   end
-  for i = self._held_first, self._held_last do closed(self._held[i] and self._held[i][6]) end
   closed(self._connect_tok)
   closed(self._disconnect_tok)
   self._state = "closed"
@@ -2060,7 +1987,8 @@ function Client:stats()
   for _ in pairs(self._tokens) do inflight = inflight + 1 end
   for _, q in pairs(self._more or {}) do inflight = inflight + q.last - q.first + 1 end
   s.inflight = inflight
-  s.held = self._held_last - self._held_first + 1 -- waiting for the broker's Receive Maximum
+  local held, held_bytes = self._c:outbox() -- waiting for room in the window (src/outbox.c)
+  s.held, s.held_bytes, s.inflight = held, held_bytes, inflight - held
   local subs, pending = 0, 0
   for _, req in ipairs(self._subs) do
     subs = subs + #req.filters
