@@ -17,15 +17,26 @@
  * first 0.111 s: the receive thread's 100 ms idle sleep); connects again
  * through the same handle after a disconnect ("same") take 1.0-1.1 s each,
  * which is what a lone client's reconnect (and the binding's Clean Start
- * take-over, clean_start = "first") pays. With MQTT_C_CLIENT_TRACE=ON the
- * second connect shows the receive thread finding the connected socket
- * (isReady: connect pending, POLLOUT) and entering MQTTPacket_send_connect
- * at once, and the CONNECT written 1.0 s later (MQTTPacketOut.c:55 -> :73 in
- * the trace). Not yet explained: the cause inside paho is still open (the
- * poll in Socket_getReadySocket, Socket.c:537-546, waits 1000 ms on POLLIN
- * only, and a lone client has no other socket whose traffic ends that wait;
- * the binding's UNSUBSCRIBE wake needs another connected client). Exit
- * status 0 when every connect succeeded.
+ * take-over, clean_start = "first") pays.
+ *
+ * Cause, seen with strace -f -tt (paho's own trace is written late and
+ * misleads): connect() returns EINPROGRESS; the receive thread's next round
+ * of Socket_getReadySocket (src/Socket.c, poll variant, lines 537-546) polls
+ * the write set with timeout 0, which already shows the socket writable (the
+ * TCP connect is complete), and then polls the read set, which asks POLLIN
+ * only (Socket.c:300), with the full timeout: 1000 ms after the thread's
+ * first round (MQTTAsyncUtils.c:2023). The broker sends nothing before
+ * CONNECT, so that poll sleeps the whole second; only then does isReady
+ * (Socket.c:357) see the completed connect and MQTTAsync_connecting write
+ * CONNECT. A new handle is fast because destroying a process's last handle
+ * stops paho's threads, and new ones start with a 10 ms first timeout. A
+ * signal does not help (poll's EINTR leaves before the isReady scan). With
+ * another connection whose socket gets traffic, the poll returns early (the
+ * binding's UNSUBSCRIBE wake uses that); a lone client has no such socket
+ * and paho's API offers no wake. What would fix it in paho: poll the read
+ * set with timeout 0 when the write poll found work (rc1 > 0), or ask
+ * POLLOUT of connect-pending sockets in the read set. Exit status 0 when
+ * every connect succeeded.
  */
 #include <MQTTAsync.h>
 
