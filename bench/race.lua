@@ -25,10 +25,10 @@
 -- RACE_SYS_CPATH (the system core's LUA_CPATH), RACE_LUAMQTT (luamqtt's
 -- tarball or source directory), RACE_REPS (3), RACE_SCALE (1.0), RACE_QOS
 -- ("0 1 2").
-local core = require "paho.mqtt.core"
-local now = core.now
-
 local HERE = (arg[0]:match("^(.*)/[^/]*$") or ".")
+package.path = HERE .. "/?.lua;" .. package.path
+local lib = require "benchlib"
+local sh, capture, exists, median = lib.sh, lib.capture, lib.exists, lib.median
 local LUA = arg[-1] or "lua"
 local REPS = tonumber(os.getenv("RACE_REPS") or "3")
 local SCALE = tonumber(os.getenv("RACE_SCALE") or "1")
@@ -37,48 +37,9 @@ for q in (os.getenv("RACE_QOS") or "0 1 2"):gmatch("%d") do QOS[#QOS + 1] = tonu
 local SIZE = 100
 local N = { [0] = 20000, [1] = 10000, [2] = 10000 }
 
-local function sh(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0
-end
-local function capture(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
--- the broker ------------------------------------------------------------------
-local dir = capture("mktemp -d /tmp/paho-race.XXXXXX"):gsub("%s+$", "")
-local broker = {}
-do
-  math.randomseed(os.time())
-  for _ = 1, 20 do
-    local port = 20000 + math.random(0, 39999)
-    local f = assert(io.open(dir .. "/mosquitto.conf", "w"))
-    f:write(("listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n"
-      .. "log_dest file %s/mosquitto.log\n%s"):format(port, dir,
-      capture("id -u"):match("^0") and "user root\n" or ""))
-    f:close()
-    local pid = capture(("mosquitto -c %s/mosquitto.conf >/dev/null 2>&1 & echo $!"):format(dir)):match("%d+")
-    local deadline = now() + 5
-    while now() < deadline do
-      local log = io.open(dir .. "/mosquitto.log")
-      local text = log and log:read("*a") or ""
-      if log then log:close() end
-      if text:find("running", 1, true) then broker.pid, broker.port = pid, port break end
-      core.poll({}, 0.02)
-    end
-    if broker.pid then break end
-    sh("kill -9 " .. pid .. " 2>/dev/null")
-  end
-  assert(broker.pid, "race: could not start mosquitto")
-end
+-- the broker (its directory also holds the unpacked luamqtt) -------------------
+local broker = lib.broker("race", { "max_queued_messages 0", "max_inflight_messages 0" })
+local dir = broker.dir
 local URI = "tcp://127.0.0.1:" .. broker.port
 
 -- the peers ---------------------------------------------------------------------
@@ -133,15 +94,6 @@ local peers = {
     end },
 }
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  if #s == 0 then return nil end
-  if #s % 2 == 1 then return s[(#s + 1) / 2] end
-  return (s[#s / 2] + s[#s / 2 + 1]) / 2
-end
-
 print(("race: %d B payloads, one publisher + one subscriber through mosquitto (127.0.0.1:%d, "
   .. "max_inflight_messages 0, max_queued_messages 0), medians of %d interleaved runs"):format(SIZE, broker.port, REPS))
 local results, failed = {}, 0
@@ -168,8 +120,7 @@ for _, q in ipairs(QOS) do
     end
   end
 end
-sh("kill " .. broker.pid .. " 2>/dev/null")
-sh("rm -rf " .. dir)
+broker.stop()
 
 -- the table: msgs/s per QoS, and the source-build binding's ratio to each
 io.write(("\n%-20s"):format("msgs/s"))

@@ -26,7 +26,6 @@
 -- Benchmarks are not tests: the exit status is 0 when everything ran,
 -- whatever the numbers; it is 1 only when a run failed (crashed, timed out
 -- or lost a QoS 1/2 message).
-local core = require "paho.mqtt.core" -- now() and a sleep; no client is made here
 
 local RAW = arg[1]
 if not RAW then
@@ -43,86 +42,11 @@ local SLOW_N = tonumber(os.getenv("BENCH_SLOW_N") or "50000")
 -- max_inflight_messages, 20 by default) for the "paced" Lua runs
 local PACE = tonumber(os.getenv("BENCH_PACE") or "20")
 
-local function sleep(s) core.poll({}, s) end
-local now = core.now
+package.path = HERE .. "/?.lua;" .. package.path
+local lib = require "benchlib"
+local now, capture, sh, alive = lib.now, lib.capture, lib.sh, lib.alive
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function capture(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
-
------------------------------------------------------------------------------
--- the broker
-
-local function alive(pid)
-  local stat = read("/proc/" .. pid .. "/stat")
-  return stat ~= nil and not stat:match("^%d+ %b() Z") -- PID 1 may never reap it
-end
-
-local broker = {}
-
-local function start_broker()
-  local dir = capture("mktemp -d /tmp/paho-mqtt-bench.XXXXXX"):match("%S+")
-  local is_root = capture("id -u"):match("%d+") == "0"
-  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
-  for _ = 1, 20 do
-    local port = 20000 + math.random(0, 39999)
-    local conf = {
-      "listener " .. port .. " 127.0.0.1",
-      "allow_anonymous true",
-      "log_dest file " .. dir .. "/mosquitto.log",
-      "log_type error", "log_type warning", "log_type notice", "log_type information",
-      -- never drop messages for a subscriber that falls behind (the default
-      -- drops QoS 0 and queues at most 1000 QoS 1/2 messages per client):
-      -- the benchmarks count every message
-      "max_queued_messages 0",
-    }
-    if is_root then conf[#conf + 1] = "user root" end
-    local f = assert(io.open(dir .. "/mosquitto.conf", "w"))
-    f:write(table.concat(conf, "\n"), "\n")
-    f:close()
-    os.remove(dir .. "/mosquitto.log")
-    local pid = capture(("mosquitto -c %s/mosquitto.conf >%s/mosquitto.out 2>&1 & echo $!"):format(dir, dir))
-      :match("%d+")
-    local deadline = now() + 5
-    while pid and now() < deadline do
-      if (read(dir .. "/mosquitto.log") or ""):find("running", 1, true) then
-        broker.pid, broker.port, broker.dir = pid, port, dir
-        broker.uri = "tcp://127.0.0.1:" .. port
-        return
-      end
-      if not alive(pid) then break end
-      sleep(0.02)
-    end
-    if pid then sh("kill -9 " .. pid .. " 2>/dev/null") end
-  end
-  error("could not start mosquitto")
-end
-
-local function stop_broker()
-  if not broker.pid then return end
-  sh("kill " .. broker.pid .. " 2>/dev/null")
-  local deadline = now() + 5
-  while alive(broker.pid) and now() < deadline do sleep(0.02) end
-  if alive(broker.pid) then sh("kill -9 " .. broker.pid .. " 2>/dev/null") end
-  sh("rm -rf " .. broker.dir)
-  broker.pid = nil
-end
+local broker -- bench/benchlib.lua starts it, below
 
 -----------------------------------------------------------------------------
 -- runs
@@ -164,14 +88,7 @@ local function run_one(impl, args)
   return r
 end
 
-local function median(list)
-  local t = {}
-  for _, v in ipairs(list) do t[#t + 1] = v end
-  if #t == 0 then return nil end
-  table.sort(t)
-  if #t % 2 == 1 then return t[(#t + 1) / 2] end
-  return (t[#t / 2] + t[#t / 2 + 1]) / 2
-end
+local median = lib.median
 
 local function col(runs, key)
   local t = {}
@@ -228,7 +145,10 @@ end
 
 local function first_line(s) return (s or ""):match("[^\n]*") end
 
-start_broker()
+-- never drop messages for a subscriber that falls behind (the default drops
+-- QoS 0 and queues at most 1000 QoS 1/2 messages per client): the
+-- benchmarks count every message
+broker = lib.broker("bench", { "max_queued_messages 0" })
 local ok, err = pcall(function()
   local t_start = now()
   local cpu = first_line(capture("grep -m1 'model name' /proc/cpuinfo")):gsub("^model name%s*:%s*", "")
@@ -395,7 +315,7 @@ local ok, err = pcall(function()
     if not sh(cmd) then failures[#failures + 1] = "slow consumer: failed or lost messages" end
   end
 end)
-stop_broker()
+broker.stop()
 if not ok then
   io.stderr:write("bench: ", tostring(err), "\n")
   os.exit(1)
