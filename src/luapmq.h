@@ -88,6 +88,8 @@ PMQ_HIDDEN int pmq_open_util(lua_State *L);
 PMQ_HIDDEN const char *pmq_reason_name(int code);
 PMQ_HIDDEN const char *pmq_cause_name(int cause);
 PMQ_HIDDEN int pmq_valid_utf8(const unsigned char *s, size_t len);
+/* did you mean: the name of names[0..n-1] closest to name (within 3 edits), or NULL */
+PMQ_HIDDEN const char *pmq_closest(const char *name, const char *const *names, int n);
 PMQ_HIDDEN int pmq_fail(lua_State *L, pmq_ctx *c, const char *what, int rc);
 PMQ_HIDDEN int pmq_fail_msg(lua_State *L, const char *code, const char *fmt, ...);
 PMQ_HIDDEN void pmq_push_notconnected(lua_State *L, pmq_ctx *c);

@@ -92,45 +92,14 @@ static int packet_of(const char *fname, const char **pname)
     return 0;
 }
 
-/* edit distance, capped, for "did you mean" */
-static int distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    int row[64];
-    if (la >= 63 || lb >= 63)
-        return 99;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        int prev = row[0], cur;
-        row[0] = (int)i;
-        for (size_t j = 1; j <= lb; j++) {
-            int sub = prev + (a[i - 1] != b[j - 1]);
-            int del = row[j] + 1, ins = row[j - 1] + 1;
-            cur = sub < del ? sub : del;
-            cur = cur < ins ? cur : ins;
-            prev = row[j];
-            row[j] = cur;
-        }
-    }
-    return row[lb];
-}
-
+/* did you mean (util.c) among the property names */
 static const char *closest(const char *name)
 {
-    const char *best = NULL;
-    int bestd = 4;
-    size_t n = strlen(name);
-    for (int i = 0; props[i].name; i++) {
-        int d = distance(name, props[i].name);
-        if (n >= 4 && strncmp(props[i].name, name, n) == 0)
-            d = 1; /* a prefix: subscription_id -> subscription_identifier */
-        if (d < bestd) {
-            bestd = d;
-            best = props[i].name;
-        }
-    }
-    return best;
+    const char *names[64];
+    int n = 0;
+    for (int i = 0; props[i].name && n < 64; i++)
+        names[n++] = props[i].name;
+    return pmq_closest(name, names, n);
 }
 
 static void check_number(lua_State *L, int vidx, const char *fname, int i)

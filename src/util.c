@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <ctype.h>
 #include <string.h>
 
 static const struct {
@@ -336,12 +337,98 @@ static int l_probe_gc(lua_State *L)
     return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* did you mean: the one implementation, for property names (props.c) and
+ * option, event and level names (options.lua, through core.closest) */
+
+/* edit distance (Levenshtein), for names shorter than 63 bytes */
+static int distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    int row[64];
+    if (la >= 63 || lb >= 63)
+        return 99;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int prev = row[0], cur;
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int sub = prev + (a[i - 1] != b[j - 1]);
+            int del = row[j] + 1, ins = row[j - 1] + 1;
+            cur = sub < del ? sub : del;
+            cur = cur < ins ? cur : ins;
+            prev = row[j];
+            row[j] = cur;
+        }
+    }
+    return row[lb];
+}
+
+/* the same name but for case, '_' and '-' (keepAlive, keep-alive: keepalive) */
+static int same_plain(const char *a, const char *b)
+{
+    for (;;) {
+        while (*a == '_' || *a == '-')
+            a++;
+        while (*b == '_' || *b == '-')
+            b++;
+        if (!*a || !*b)
+            return !*a && !*b;
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+            return 0;
+        a++, b++;
+    }
+}
+
+const char *pmq_closest(const char *name, const char *const *names, int n)
+{
+    const char *best = NULL;
+    int bestd = 4; /* a hint only within 3 edits */
+    size_t len = strlen(name);
+    for (int i = 0; i < n; i++) {
+        int d = distance(name, names[i]);
+        if (same_plain(name, names[i]))
+            d = 0;
+        else if (len >= 4 && strncmp(names[i], name, len) == 0 && d > 1)
+            d = 1; /* a prefix: subscription_id -> subscription_identifier */
+        if (d < bestd || (d == bestd && best && strcmp(names[i], best) < 0)) {
+            bestd = d;
+            best = names[i];
+        }
+    }
+    return best;
+}
+
+/* core.closest(name, set) -> the key of set (a table whose string keys are
+ * the valid names) closest to name, or nil */
+static int l_closest(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *names[256];
+    const char *best;
+    int n = 0;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 2) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING && n < 256)
+            names[n++] = lua_tostring(L, -1); /* the key stays in the table */
+    }
+    best = pmq_closest(name, names, n);
+    if (best)
+        lua_pushstring(L, best);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 int pmq_open_util(lua_State *L)
 {
     static const luaL_Reg pm[] = {{"result", l_probe_result}, {"__gc", l_probe_gc}, {NULL, NULL}};
     static const luaL_Reg f[] = {{"now", l_now}, {"poll", l_poll}, {"reason", l_reason}, {"probe", l_probe},
                                  {"trace_level", l_trace_level}, {"trace_take", l_trace_take},
-                                 {"valid_utf8", l_valid_utf8}, {NULL, NULL}};
+                                 {"valid_utf8", l_valid_utf8}, {"closest", l_closest}, {NULL, NULL}};
     MQTTAsync_nameValue *info = MQTTAsync_getVersionInfo();
     luaL_newmetatable(L, PROBE_MT);
     pmq_setfuncs(L, pm);

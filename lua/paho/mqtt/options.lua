@@ -4,27 +4,9 @@ local M = {}
 
 local type, pairs, ipairs, tostring, math_type = type, pairs, ipairs, tostring, math.type
 
-local function distance(a, b)
-  -- Levenshtein distance, small strings only
-  local la, lb = #a, #b
-  if la == 0 then return lb end
-  if lb == 0 then return la end
-  local prev = {}
-  for j = 0, lb do prev[j] = j end
-  for i = 1, la do
-    local cur = { [0] = i }
-    local ca = a:sub(i, i)
-    for j = 1, lb do
-      local cost = (ca == b:sub(j, j)) and 0 or 1
-      local v = prev[j] + 1
-      if cur[j - 1] + 1 < v then v = cur[j - 1] + 1 end
-      if prev[j - 1] + cost < v then v = prev[j - 1] + cost end
-      cur[j] = v
-    end
-    prev = cur
-  end
-  return prev[lb]
-end
+-- did you mean: one implementation for every name, here and for MQTT 5
+-- property names (src/util.c, pmq_closest)
+local closest = require("paho.mqtt.core").closest
 
 -- names other MQTT clients use (Python paho, paho.mqtt.golang, luamqtt,
 -- mosquitto) for what is called otherwise here: did-you-mean hints for them
@@ -50,16 +32,7 @@ function M.closest(name, spec)
   for _, k in ipairs(synonyms[name] or synonyms[name:lower()] or {}) do
     if spec[k] then return k end
   end
-  local best, bestd
-  local plain = name:lower():gsub("[_%-]", "")
-  for k in pairs(spec) do
-    local d = distance(name, k)
-    if k:gsub("_", "") == plain then d = 0 end
-    if d <= 3 and (not bestd or d < bestd or (d == bestd and k < best)) then
-      best, bestd = k, d
-    end
-  end
-  return best
+  return closest(name, spec)
 end
 
 local function is_integer(v)
