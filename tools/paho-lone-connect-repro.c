@@ -29,7 +29,11 @@
  * CONNECT, so that poll sleeps the whole second; only then does isReady
  * (Socket.c:357) see the completed connect and MQTTAsync_connecting write
  * CONNECT. A new handle is fast because destroying a process's last handle
- * stops paho's threads, and new ones start with a 10 ms first timeout. A
+ * stops paho's threads, and new ones start with a 10 ms first timeout; but
+ * that MQTTAsync_destroy blocks its caller 0.1-0.2 s (waiting for the
+ * threads), so connecting through a fresh handle would move most of the
+ * stall onto the program's thread (an nginx worker, a game frame): the
+ * binding does not do it. A
  * signal does not help (poll's EINTR leaves before the isReady scan). With
  * another connection whose socket gets traffic, the poll returns early (the
  * binding's UNSUBSCRIBE wake uses that); a lone client has no such socket
