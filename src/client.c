@@ -885,17 +885,18 @@ static int l_open_window(lua_State *L)
 }
 
 /* client:outbox() -> held, held_bytes, handed (publishes handed to paho
- * and not completed) */
+ * and not completed), held_peak (the most held at once) */
 static int l_outbox(lua_State *L)
 {
     pmq_ctx *c = check_open(L, "outbox");
-    int held, handed;
+    int held, handed, peak;
     size_t bytes;
-    pmq_out_counts(c, &held, &bytes, &handed);
+    pmq_out_counts(c, &held, &bytes, &handed, &peak);
     lua_pushinteger(L, held);
     lua_pushinteger(L, (lua_Integer)bytes);
     lua_pushinteger(L, handed);
-    return 3;
+    lua_pushinteger(L, peak);
+    return 4;
 }
 
 /* ------------------------------------------------------------------ */

@@ -225,6 +225,8 @@ int pmq_out_publish(pmq_ctx *c, pmq_subop *op, const char *topic, MQTTAsync_mess
             o->head = h;
         o->tail = h;
         o->n++;
+        if (o->n > o->peak)
+            o->peak = o->n;
         o->bytes += h->bytes;
         pthread_mutex_unlock(&o->mu);
         *held = 1;
@@ -268,11 +270,12 @@ void pmq_out_shut(pmq_ctx *c)
     pthread_mutex_unlock(&o->send_mu);
 }
 
-void pmq_out_counts(pmq_ctx *c, int *held, size_t *held_bytes, int *inflight)
+void pmq_out_counts(pmq_ctx *c, int *held, size_t *held_bytes, int *inflight, int *peak)
 {
     pmq_outbox *o = &c->out;
     pthread_mutex_lock(&o->mu);
     *held = o->n;
+    *peak = o->peak;
     *held_bytes = o->bytes;
     *inflight = o->inflight + o->inflight0;
     pthread_mutex_unlock(&o->mu);

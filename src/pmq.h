@@ -97,6 +97,7 @@ typedef struct pmq_outbox {
     int open;                    /* connected, as the Lua layer reported: release (atomic) */
     pmq_held *head, *tail;
     int n;                       /* held */
+    int peak;                    /* the most held at once */
     size_t bytes;                /* their topics and payloads */
     int inflight, inflight0;     /* QoS 1/2, QoS 0 publishes handed to paho, not completed */
     int recv_max;                /* the window for QoS 1/2 */
@@ -195,7 +196,7 @@ PMQ_HIDDEN int  pmq_out_publish(pmq_ctx *c, pmq_subop *op, const char *topic, MQ
                                 int hold, int *held);
 PMQ_HIDDEN void pmq_out_open(pmq_ctx *c, int recv_max); /* the Lua layer reports a connect */
 PMQ_HIDDEN void pmq_out_shut(pmq_ctx *c);    /* before destroying paho's handle */
-PMQ_HIDDEN void pmq_out_counts(pmq_ctx *c, int *held, size_t *held_bytes, int *inflight);
+PMQ_HIDDEN void pmq_out_counts(pmq_ctx *c, int *held, size_t *held_bytes, int *inflight, int *peak);
 
 /* keepalive.c */
 PMQ_HIDDEN void pmq_ka_watch(pmq_ctx *c);    /* before connecting with a keepalive */

@@ -1987,8 +1987,8 @@ function Client:stats()
   for _ in pairs(self._tokens) do inflight = inflight + 1 end
   for _, q in pairs(self._more or {}) do inflight = inflight + q.last - q.first + 1 end
   s.inflight = inflight
-  local held, held_bytes = self._c:outbox() -- waiting for room in the window (src/outbox.c)
-  s.held, s.held_bytes, s.inflight = held, held_bytes, inflight - held
+  local held, held_bytes, _, held_peak = self._c:outbox() -- waiting for room in the window (src/outbox.c)
+  s.held, s.held_bytes, s.held_peak, s.inflight = held, held_bytes, held_peak, inflight - held
   local subs, pending = 0, 0
   for _, req in ipairs(self._subs) do
     subs = subs + #req.filters
