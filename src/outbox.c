@@ -256,8 +256,13 @@ void pmq_out_open(pmq_ctx *c, int recv_max)
     pmq_outbox *o = &c->out;
     pthread_mutex_lock(&o->mu);
     o->recv_max = recv_max > 0 ? recv_max : 65535;
-    __atomic_store_n(&o->open, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&o->mu);
+    /* not if the connection has ended meanwhile (pmq_set_lost, under c->mu,
+     * closed the window already): the next connect opens it */
+    pthread_mutex_lock(&c->mu);
+    if (__atomic_load_n(&c->connected, __ATOMIC_RELAXED))
+        __atomic_store_n(&o->open, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&c->mu);
     kick(c);
 }
 
