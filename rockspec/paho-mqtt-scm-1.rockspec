@@ -56,6 +56,7 @@ build = {
             "src/host.c",
             "src/keepalive.c",
             "src/outbox.c",
+            "src/retire.c",
             "src/probe.c",
             "src/props.c",
             "src/trace.c",

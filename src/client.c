@@ -208,6 +208,12 @@ static void settle_after_destroy(void)
  * c->handle to NULL */
 static void destroy_handle(pmq_ctx *c)
 {
+    if (__atomic_load_n(&c->damaged, __ATOMIC_SEQ_CST) || c->suspect) {
+        /* paho would free the damaged publish a second time (retire.c) */
+        if (pmq_retire(c) == 0)
+            c->retired++;
+        return;
+    }
     pmq_paho_enter();
     MQTTAsync_destroy(&c->handle);
     pmq_paho_leave();
@@ -271,7 +277,8 @@ static int l_close(lua_State *L)
     return 0;
 }
 
-/* client:rebuild() -> true | nil, message, code: destroy paho's handle and
+/* client:rebuild() -> true | nil, message, code: retire paho's handle
+ * (retire.c: destroying it would free the failed publish twice) and
  * create it again with the same id, URI and persistence directory. paho
  * 1.3.12 keeps a publish whose first write failed in its in-flight list
  * after freeing its topic and payload, and resends that freed memory after
@@ -290,6 +297,7 @@ static int l_rebuild(lua_State *L)
     pthread_mutex_unlock(&c->mu);
     pmq_ws_release(c);
     __atomic_store_n(&c->damaged, 0, __ATOMIC_SEQ_CST); /* after destroy's callbacks */
+    c->suspect = 0;
     rc = create_handle(c);
     if (rc != MQTTASYNC_SUCCESS) {
         c->handle = NULL;
@@ -667,6 +675,7 @@ static int l_subscribe(lua_State *L)
         so[i - 1].retainHandling = (unsigned char)pmq_opt_int(L, t, "retain_handling", 0, 0, 2, fname);
         lua_pop(L, 1);
     }
+    op->sub = 1;
     ro.context = op;
     if (c->version == 5) {
         ro.onSuccess5 = pmq_subscribe_ok5;
@@ -1104,6 +1113,24 @@ static int l_damaged(lua_State *L)
     return 1;
 }
 
+/* client:suspect(): the Lua layer found paho's session damaged (a resend
+ * of freed memory, a restored publish lost): the handle is retired, not
+ * destroyed, at the next rebuild or close (retire.c) */
+static int l_suspect(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "suspect");
+    c->suspect = 1;
+    return 0;
+}
+
+/* client:retired() -> n: this client's paho handles retired (retire.c) */
+static int l_retired(lua_State *L)
+{
+    pmq_ctx *c = check_open(L, "retired");
+    lua_pushinteger(L, c->retired);
+    return 1;
+}
+
 /* client:pending() -> n: the publishes paho has not completed yet (queued or
  * in flight), the restored ones included (MQTTAsync_getPendingTokens) */
 static int l_pending(lua_State *L)
@@ -1193,6 +1220,8 @@ int pmq_open_client(lua_State *L)
         {"watch_restored", l_watch_restored},
         {"pending", l_pending},
         {"damaged", l_damaged},
+        {"suspect", l_suspect},
+        {"retired", l_retired},
         {"not_connected", l_not_connected},
         {"stats", l_stats},
         {"close", l_close},

@@ -904,6 +904,8 @@ pmq_subop *pmq_subop_new(pmq_ctx *c, int n)
     op->c = c;
     op->n = n;
     op->qos = 0;
+    op->sub = 0;
+    op->held = 0;
     op->prev = NULL;
     op->next = c->subops;
     if (c->subops)

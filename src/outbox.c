@@ -148,6 +148,7 @@ static void release(pmq_ctx *c)
             return;
         }
         o->head = h->next;
+        __atomic_store_n(&h->op->held, 0, __ATOMIC_SEQ_CST);
         if (!o->head)
             o->tail = NULL;
         o->n--;
@@ -208,6 +209,7 @@ int pmq_out_publish(pmq_ctx *c, pmq_subop *op, const char *topic, MQTTAsync_mess
         }
         h->next = NULL;
         h->op = op;
+        __atomic_store_n(&op->held, 1, __ATOMIC_SEQ_CST);
         h->m = *m;
         h->topic = (char *)(h + 1);
         memcpy(h->topic, topic, tl + 1);

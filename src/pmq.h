@@ -86,6 +86,8 @@ typedef struct pmq_subop {
     struct pmq_ctx *c;
     int n;
     int qos;             /* publish: its QoS */
+    int sub;             /* a subscribe's (else a publish's) */
+    int held;            /* waits in the outbox, not handed to paho (atomic) */
 } pmq_subop;
 
 /* outbox.c: publishes held for the flow-control windows (see there) */
@@ -142,6 +144,10 @@ typedef struct pmq_ctx {
      * persistence, save) that freed memory at its next connect, so the
      * next connect must go through a fresh handle (client:damaged) */
     int damaged;
+    /* the Lua layer found paho's session damaged another way (client:suspect):
+     * like damaged, the handle is retired, not destroyed (retire.c) */
+    int suspect;
+    int retired;   /* handles of this client retired so far (Lua thread) */
 
     pmq_outbox out;
     /* called by every publish completion, on the thread paho calls it on
@@ -188,6 +194,9 @@ PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text
 
 PMQ_HIDDEN pmq_subop *pmq_subop_new(struct pmq_ctx *c, int n);
 PMQ_HIDDEN void pmq_subop_free(pmq_subop *op);
+
+/* retire.c: a damaged handle is left idle, never destroyed (paho's double free) */
+PMQ_HIDDEN int  pmq_retire(pmq_ctx *c); /* c->handle: retired, or destroyed if it will not settle (-1) */
 
 /* outbox.c: the outgoing path */
 PMQ_HIDDEN int  pmq_out_init(pmq_ctx *c);

@@ -864,6 +864,9 @@ local function core_connect(self, o)
     for _, q in pairs(self._more or {}) do
       for i = q.first, q.last do q[i].rebuilt = why end
     end
+    -- paho would free the damaged publish again if the old handle were
+    -- destroyed: it is retired instead (src/retire.c)
+    self._c:suspect()
     local ok, err, code = self._c:rebuild()
     if not ok then return nil, err, code end
     self._stats.rebuilds = self._stats.rebuilds + 1
@@ -1952,6 +1955,7 @@ function Client:close()
   local was = self._state
   self._closed = true
   clients[self] = nil
+  if self._damaged then self._c:suspect() end -- retired, not destroyed (src/retire.c)
   self._c:close()
   -- every request still pending ends now, with "closed"
   local function closed(tok)
@@ -2001,6 +2005,7 @@ function Client:stats()
   s.bytes_out = self._stats.bytes_out
   s.reconnects = self._stats.reconnects
   s.rebuilds = self._stats.rebuilds -- fresh paho handles after paho damaged its session
+  s.retired = self._c:retired() -- damaged paho handles left idle, not destroyed (src/retire.c)
   s.reconnect_attempts = self._attempts or 0
   -- paho pings after `keepalive` s of silence and gives up 1.5 x keepalive
   -- later; its timer runs about once a second
