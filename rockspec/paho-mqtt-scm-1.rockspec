@@ -70,6 +70,18 @@ build = {
       ["paho.mqtt"] = "lua/paho/mqtt.lua",
       ["paho.mqtt.options"] = "lua/paho/mqtt/options.lua",
       ["paho.mqtt.topic"] = "lua/paho/mqtt/topic.lua",
+      -- the parts of paho.mqtt, one job each (docs/architecture.md)
+      ["paho.mqtt.class"] = "lua/paho/mqtt/class.lua",
+      ["paho.mqtt.errors"] = "lua/paho/mqtt/errors.lua",
+      ["paho.mqtt.inbox"] = "lua/paho/mqtt/inbox.lua",
+      ["paho.mqtt.publish"] = "lua/paho/mqtt/publish.lua",
+      ["paho.mqtt.request"] = "lua/paho/mqtt/request.lua",
+      ["paho.mqtt.scheduler"] = "lua/paho/mqtt/scheduler.lua",
+      ["paho.mqtt.session"] = "lua/paho/mqtt/session.lua",
+      ["paho.mqtt.subscribe"] = "lua/paho/mqtt/subscribe.lua",
+      ["paho.mqtt.token"] = "lua/paho/mqtt/token.lua",
+      ["paho.mqtt.trace"] = "lua/paho/mqtt/trace.lua",
+      ["paho.mqtt.workarounds"] = "lua/paho/mqtt/workarounds.lua",
       -- event-loop adapters: each needs its loop (cqueues, luv, copas,
       -- OpenResty) only when it is required, so none is a dependency here
       ["paho.mqtt.copas"] = "lua/paho/mqtt/copas.lua",
