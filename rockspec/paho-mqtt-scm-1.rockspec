@@ -84,6 +84,7 @@ build = {
       ["paho.mqtt.workarounds"] = "lua/paho/mqtt/workarounds.lua",
       -- event-loop adapters: each needs its loop (cqueues, luv, copas,
       -- OpenResty) only when it is required, so none is a dependency here
+      ["paho.mqtt.adapter"] = "lua/paho/mqtt/adapter.lua",
       ["paho.mqtt.copas"] = "lua/paho/mqtt/copas.lua",
       ["paho.mqtt.cqueues"] = "lua/paho/mqtt/cqueues.lua",
       ["paho.mqtt.luv"] = "lua/paho/mqtt/luv.lua",

@@ -28,6 +28,7 @@
 -- dispatch until done and block the Copas loop meanwhile; make them before
 -- the loop or inside paho handlers, where they yield.
 local copas = require "copas"
+local adapter = require "paho.mqtt.adapter"
 
 local M = {}
 local attached = setmetatable({}, { __mode = "k" }) -- handle -> true
@@ -53,9 +54,8 @@ end
 local function dispatch(h)
   if h.stopped then return end
   if h.client:state() == "closed" then h:stop() return end
-  local ok, err = pcall(h.client.dispatch, h.client, 0)
-  -- a handler that closed the client ends the dispatch with "closed"
-  if not ok and h.client:state() ~= "closed" then error(err, 0) end
+  local n, err = adapter.dispatch(h.client)
+  if not n then error(err, 0) end
   if h._timer_co and copas.wakeup then copas.wakeup(h._timer_co) end -- a new wait may be due earlier
 end
 
@@ -85,7 +85,7 @@ function M.attach(client, opts)
   if copas.sleep then
     h._timer_co = copas.addthread(function()
       while not h.stopped do
-        local t = client:state() ~= "closed" and client:timeout() or nil
+        local t = adapter.timeout(client)
         copas.sleep(t and math.min(t, max_wait) or max_wait)
         dispatch(h)
       end
@@ -99,7 +99,7 @@ end
 local function next_timeout(cap)
   local t = cap
   for h in pairs(attached) do
-    local ct = not h.stopped and h.client:state() ~= "closed" and h.client:timeout()
+    local ct = not h.stopped and adapter.timeout(h.client)
     if ct and (not t or ct < t) then t = ct end
   end
   return t
@@ -111,7 +111,7 @@ function M.step(timeout)
   local r = copas.step(next_timeout(timeout))
   for h in pairs(attached) do
     if not h.stopped then
-      local ct = h.client:state() ~= "closed" and h.client:timeout()
+      local ct = adapter.timeout(h.client)
       if ct and ct <= 0 then dispatch(h) end
     end
   end

@@ -28,6 +28,7 @@
 -- the paho dispatcher), or use h:wait(token) for publishes.
 local cqueues = require "cqueues"
 local condition = require "cqueues.condition"
+local adapter = require "paho.mqtt.adapter"
 
 local M = {}
 
@@ -95,9 +96,8 @@ function M.wrap(cq, client, opts)
     while not h.stopped and client:state() ~= "closed" do
       cqueues.poll(client, h._stopcond, max_wait)
       if h.stopped or client:state() == "closed" then break end
-      local ok, err = pcall(client.dispatch, client, 0)
-      -- a handler that closed the client ends the dispatch with "closed"
-      if not ok and client:state() ~= "closed" then error(err, 0) end
+      local n, err = adapter.dispatch(client)
+      if not n then error(err, 0) end
       h._dispatched:signal()
     end
     h.stopped = true

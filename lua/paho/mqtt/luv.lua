@@ -20,6 +20,7 @@
 -- (connect, subscribe, token:wait) dispatches until it is done and blocks
 -- the uv loop meanwhile; waits inside paho handlers yield and do not.
 local uv = require "luv"
+local adapter = require "paho.mqtt.adapter"
 
 local M = {}
 
@@ -67,12 +68,8 @@ function M.attach(client, opts)
   function run()
     if h.stopped then return end
     if client:state() == "closed" then h:stop() return end
-    local ok, n = pcall(client.dispatch, client, 0)
-    -- a handler that closed the client ends the dispatch with "closed"
-    if not ok then
-      if client:state() ~= "closed" then error(n, 0) end
-      n = 0
-    end
+    local n, err = adapter.dispatch(client)
+    if not n then error(err, 0) end
     if on_dispatch then on_dispatch(n) end
     rearm()
   end

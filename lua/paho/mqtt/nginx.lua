@@ -72,6 +72,7 @@ local function load_mqtt()
   return mod
 end
 M.mqtt = load_mqtt()
+local adapter = require "paho.mqtt.adapter" -- (after paho.mqtt: see load_mqtt)
 
 local Handle = {}
 Handle.__index = Handle
@@ -92,7 +93,7 @@ end
 local function drain_and_close(client, grace)
   local deadline = ngx.now() + grace
   while client:state() ~= "closed" do
-    local ok = pcall(client.dispatch, client, 0)
+    local ok = adapter.dispatch(client)
     local s = client:stats()
     local busy = (s.inflight or 0) + (s.held or 0) + (s.offline_queued or 0) > 0
     if not ok or not busy or client:state() ~= "connected" or ngx.now() >= deadline then break end
@@ -161,13 +162,8 @@ function M.attach(client, opts)
       connecting = true
       M.mqtt._spawn(client, "connect", connect)
     end
-    if client:state() ~= "closed" then
-      local ok, derr = pcall(client.dispatch, client, 0)
-      -- a handler that closed the client ends the dispatch with "closed"
-      if not ok and client:state() ~= "closed" then
-        ngx.log(ngx.ERR, "paho.mqtt.nginx: dispatch failed: ", derr)
-      end
-    end
+    local n, derr = adapter.dispatch(client)
+    if not n then ngx.log(ngx.ERR, "paho.mqtt.nginx: dispatch failed: ", derr) end
     if not h.stopped and client:state() ~= "closed" then schedule() end
   end
 
