@@ -62,7 +62,7 @@ OBJS     := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 CORE     := $(BUILD)/paho/mqtt/core.so
 
 # what tests and examples need to find the modules of this tree
-export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
+export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/support/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
 .PHONY: all deps test test-all ci demo bench bench-raw soak asan asan-build valgrind tsan tsan-build gc-stress gc-stress-build fuzz lint install clean
@@ -138,7 +138,7 @@ bench-raw: all
 SOAK_MINUTES ?= 30
 soak: deps
 	@$(MAKE) --no-print-directory all
-	@SOAK_MINUTES=$(SOAK_MINUTES) LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+	@SOAK_MINUTES=$(SOAK_MINUTES) LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/support/?.lua;;" \
 	  LUA_CPATH="$(CURDIR)/build/$(LUA)/?.so;;" $(LUA) bench/soak.lua
 
 # AddressSanitizer + UBSan over the whole suite. The uninstrumented

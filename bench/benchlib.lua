@@ -1,6 +1,6 @@
 --- bench/benchlib.lua - what the benchmark drivers share (bench/run.lua,
 -- bench/race.lua): shell helpers, the median, and a private mosquitto on a
--- free loopback port. Not a test helper (spec/helper.lua is).
+-- free loopback port. Not a test helper (spec/support/helper.lua is).
 local core = require "paho.mqtt.core" -- now() and a sleep; no client is made here
 
 local M = {}

@@ -3,7 +3,7 @@
 -- this measures the time from the freeze to the "disconnect" event and
 -- checks its cause, for keepalive 1, 2 and 5 s, REPS times each.
 --
---   make all && LUA_PATH="lua/?.lua;spec/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" \
+--   make all && LUA_PATH="lua/?.lua;spec/support/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" \
 --     lua5.4 bench/keepalive_detect.lua [reps]
 local helper = require "helper"
 local mqtt = require "paho.mqtt"

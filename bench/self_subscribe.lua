@@ -12,7 +12,7 @@
 -- The self case is slow because of paho.mqtt.c 1.3.12, not the binding:
 -- Nagle's algorithm on paho's socket (it never sets TCP_NODELAY) holds the
 -- PUBACK for each received message behind the broker's delayed ACK.
--- tools/paho-selfsub-repro.c shows the same in raw C; docs/event-loops.md,
+-- tools/repro/paho-selfsub-repro.c shows the same in raw C; docs/event-loops.md,
 -- "Receiving your own QoS 1 publishes".
 --
 --   MQTT_URI=tcp://127.0.0.1:1883 lua bench/self_subscribe.lua

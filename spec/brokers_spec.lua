@@ -1,7 +1,7 @@
 -- More than one broker: failover with uris, reconnecting to the next broker
 -- when one dies, shared subscriptions spread over consumers, and a
 -- two-broker mosquitto bridge. Every broker is a private mosquitto on
--- 127.0.0.1 (spec/helper.lua).
+-- 127.0.0.1 (spec/support/helper.lua).
 local helper = require "helper"
 local tls = require "tls" -- for free_port
 local mqtt = require "paho.mqtt"

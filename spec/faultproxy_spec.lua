@@ -1,5 +1,5 @@
 -- Faults on the link between client and broker, injected by tools/faultproxy
--- (spec/faultproxy.lua): a clean pass, delays, resets, a half-open link that
+-- (spec/support/faultproxy.lua): a clean pass, delays, resets, a half-open link that
 -- only keepalive can detect, a half-close and refused connections.
 local mqtt = require "paho.mqtt"
 local helper = require "helper"

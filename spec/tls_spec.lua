@@ -1,5 +1,5 @@
 -- TLS against real mosquitto brokers with a TLS listener on 127.0.0.1, using
--- a throwaway PKI made with `openssl` (spec/tls.lua): server verification
+-- a throwaway PKI made with `openssl` (spec/support/tls.lua): server verification
 -- (on by default), host names, client certificates, encrypted keys, CA
 -- directories, cipher lists and ALPN.
 local helper = require "helper"

@@ -1,5 +1,5 @@
 -- MQTT over WebSockets (ws:// and wss://) against aedes, a Node.js broker
--- (spec/aedes.lua installs it with npm into build/node on first use):
+-- (spec/support/aedes.lua installs it with npm into build/node on first use):
 -- Debian's mosquitto 2.0.11 has no websockets. aedes speaks MQTT 3.1.1, so
 -- the clients use version = 4.
 local helper = require "helper"

@@ -10,7 +10,7 @@
  * MQTTProtocol_startPublish (MQTTProtocolClient.c:177-185) had already put
  * into the session's outbound list. The list still points at them, so
  * MQTTAsync_destroy frees them a second time (MQTTProtocol_freeClient ->
- * MQTTProtocol_emptyMessageList). tools/paho-resend-repro.c built with
+ * MQTTProtocol_emptyMessageList). tools/repro/paho-resend-repro.c built with
  * -fsanitize=address against paho built from source ("recover" mode, which
  * destroys the damaged handle): "attempting double-free" in
  * MQTTProtocol_emptyMessageList <- MQTTAsync_destroy, the region freed

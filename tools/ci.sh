@@ -108,8 +108,8 @@ fi
 # and builds it when missing: build it here, before suites run side by side
 if [ -n "$(for p in $parts; do case $p in lint | fuzz) ;; *) echo x ;; esac; done)" ]; then
   make --no-print-directory LUA=luajit all || built=0
-  # aedes for the WebSocket specs (spec/aedes.lua installs it on first use)
-  LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/?.lua;;" LUA_CPATH="$root/build/lua5.4/?.so;;" \
+  # aedes for the WebSocket specs (spec/support/aedes.lua installs it on first use)
+  LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/support/?.lua;;" LUA_CPATH="$root/build/lua5.4/?.so;;" \
     lua5.4 -e 'require("aedes").install()' || built=0
 fi
 if [ "$built" -ne 1 ]; then

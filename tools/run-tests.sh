@@ -5,10 +5,10 @@ export PMQ_LUA="$lua"
 # run from the Makefile, LUA_PATH/LUA_CPATH name this tree's modules and the
 # core of the build in use; run alone, default them to build/<lua>
 root=$(cd "$(dirname "$0")/.." && pwd)
-[ -n "$LUA_PATH" ] || export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/?.lua;;"
+[ -n "$LUA_PATH" ] || export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/support/?.lua;;"
 [ -n "$LUA_CPATH" ] || export LUA_CPATH="$root/build/$lua/?.so;;"
 out=$(mktemp)
-# the specs' temporary directories (spec/helper.lua) go under one root per
+# the specs' temporary directories (spec/support/helper.lua) go under one root per
 # run, removed at the end; PMQ_KEEP_TMP=1 keeps it (brokers' logs and all)
 export PMQ_TMP_ROOT="$(mktemp -d /tmp/paho-mqtt-run.XXXXXX)"
 if [ -n "$PMQ_VALGRIND" ]; then

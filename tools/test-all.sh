@@ -8,7 +8,7 @@
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
 versions=${PMQ_LUAS:-"lua5.4 lua5.3 lua5.1 luajit"}
-export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/?.lua;;"
+export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/support/?.lua;;"
 summary=$(mktemp)
 rc=0
 total_passed=0

@@ -30,7 +30,7 @@ end
 -- paho's receiving thread polls the sockets it already had for up to a
 -- second before it notices a new one or looks at its command queue again
 -- (Socket_getReadySocket, src/Socket.c:537-546, 1000 ms from
--- MQTTAsyncUtils.c:2023; tools/paho-lone-connect-repro.c). So a connect made
+-- MQTTAsyncUtils.c:2023; tools/repro/paho-lone-connect-repro.c). So a connect made
 -- while another client is connected takes about 1.1 s, and publishes paho
 -- buffered while disconnected (or restored from its store) go out only up
 -- to the broker's Receive Maximum, then wait a second. A request on a
@@ -141,7 +141,7 @@ end
 -- it in the session's in-flight list (MQTTProtocolClient.c:177-185); paho
 -- then resends that freed memory after every reconnect (the broker:
 -- "malformed packet") for ever (eclipse/paho.mqtt.c#1401, #1621, #1622;
--- tools/paho-resend-repro.c). The client connects next through a fresh
+-- tools/repro/paho-resend-repro.c). The client connects next through a fresh
 -- paho handle with the same id (the old one is retired, src/retire.c):
 -- with persistence paho restores an intact copy of all that was in flight
 -- from its store; in memory the requests pending in the old handle fail

@@ -1,8 +1,8 @@
-/* tools/paho-selfsub-repro.c - raw paho.mqtt.c MQTTAsync (no binding):
+/* tools/repro/paho-selfsub-repro.c - raw paho.mqtt.c MQTTAsync (no binding):
  * a client that receives its own QoS 1 publishes (it is subscribed to the
  * topic it publishes to) is capped at a few hundred msg/s.
  *
- *   gcc -std=c99 -O2 -o /tmp/selfsub tools/paho-selfsub-repro.c \
+ *   gcc -std=c99 -O2 -o /tmp/selfsub tools/repro/paho-selfsub-repro.c \
  *       -lpaho-mqtt3as -lpthread
  *   mosquitto -p PORT &                 (127.0.0.1, default configuration)
  *   /tmp/selfsub PORT [N [WINDOW]]      N messages (6000), WINDOW QoS 1

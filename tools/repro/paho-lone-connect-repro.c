@@ -1,8 +1,8 @@
-/* tools/paho-lone-connect-repro.c - raw paho.mqtt.c MQTTAsync (no binding):
+/* tools/repro/paho-lone-connect-repro.c - raw paho.mqtt.c MQTTAsync (no binding):
  * a client alone in its process takes about 1.1 s to connect to a broker on
  * loopback, and each reconnect about 1 s more.
  *
- *   gcc -std=c99 -O2 -o /tmp/lone tools/paho-lone-connect-repro.c \
+ *   gcc -std=c99 -O2 -o /tmp/lone tools/repro/paho-lone-connect-repro.c \
  *       -lpaho-mqtt3as -lpthread
  *   mosquitto -p PORT &                 (127.0.0.1, default configuration)
  *   /tmp/lone PORT [K [same]]           K connects (5), each through a new

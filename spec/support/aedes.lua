@@ -21,10 +21,10 @@ M.INSTALL_TIMEOUT = 300 -- seconds for npm install
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- the repository root: this file is <root>/spec/aedes.lua
+-- the repository root: this file is <root>/spec/support/aedes.lua
 local function root()
   local src = debug.getinfo(1, "S").source
-  local dir = src:sub(1, 1) == "@" and src:sub(2):match("^(.*)/spec/[^/]*$")
+  local dir = src:sub(1, 1) == "@" and src:sub(2):match("^(.*)/spec/support/[^/]*$")
   if dir and dir:sub(1, 1) ~= "/" then
     local p = io.popen("pwd")
     dir = p:read("*l") .. "/" .. dir

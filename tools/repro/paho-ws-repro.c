@@ -1,7 +1,7 @@
-/* tools/paho-ws-repro.c - raw paho.mqtt.c (no binding): do two WebSocket
+/* tools/repro/paho-ws-repro.c - raw paho.mqtt.c (no binding): do two WebSocket
  * connections in one process corrupt each other?
  *
- *   cc -o paho-ws-repro tools/paho-ws-repro.c -lpaho-mqtt3as
+ *   cc -o paho-ws-repro tools/repro/paho-ws-repro.c -lpaho-mqtt3as
  *   ./paho-ws-repro ws://127.0.0.1:PORT/mqtt 50          two clients
  *   ./paho-ws-repro ws://127.0.0.1:PORT/mqtt 50 single   one client
  *

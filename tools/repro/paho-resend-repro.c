@@ -1,8 +1,8 @@
-/* tools/paho-resend-repro.c - raw paho.mqtt.c MQTTAsync (no binding): is a
+/* tools/repro/paho-resend-repro.c - raw paho.mqtt.c MQTTAsync (no binding): is a
  * QoS 1 publish whose first write fails, because the connection has just
  * been cut, resent intact after the reconnect?
  *
- *   cc -pthread -o paho-resend-repro tools/paho-resend-repro.c -lpaho-mqtt3as
+ *   cc -pthread -o paho-resend-repro tools/repro/paho-resend-repro.c -lpaho-mqtt3as
  *   mosquitto -c m.conf &      (listener PORT 127.0.0.1, log_type all)
  *   ./paho-resend-repro PORT 4 mem         MQTT 3.1.1, state in memory
  *   ./paho-resend-repro PORT 5 /tmp/dir    MQTT 5 (Session Expiry 300),

@@ -16,10 +16,10 @@ local M = {}
 local Proxy = {}
 Proxy.__index = Proxy
 
--- the repository root: this file is <root>/spec/faultproxy.lua
+-- the repository root: this file is <root>/spec/support/faultproxy.lua
 local function root()
   local src = debug.getinfo(1, "S").source
-  local dir = src:sub(1, 1) == "@" and src:sub(2):match("^(.*)/spec/[^/]*$")
+  local dir = src:sub(1, 1) == "@" and src:sub(2):match("^(.*)/spec/support/[^/]*$")
   return dir or "."
 end
 
