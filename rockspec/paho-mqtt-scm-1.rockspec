@@ -51,6 +51,7 @@ build = {
       ["paho.mqtt.core"] = {
          sources = {
             "src/client.c",
+            "src/clock.c",
             "src/core.c",
             "src/events.c",
             "src/host.c",

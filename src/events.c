@@ -27,13 +27,6 @@
 #include <sys/eventfd.h>
 #endif
 
-double pmq_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ------------------------------------------------------------------ */
 /* Backpressure and paho's global lock.
  *

@@ -178,6 +178,9 @@ typedef struct pmq_ctx {
     double ka_heard_at;
 } pmq_ctx;
 
+/* clock.c */
+PMQ_HIDDEN double pmq_now(void);              /* monotonic seconds */
+
 /* events.c: the thread boundary */
 PMQ_HIDDEN int  pmq_queue_init(pmq_ctx *c);
 PMQ_HIDDEN void pmq_queue_close(pmq_ctx *c);  /* wake waiters, mark closing */
@@ -185,10 +188,9 @@ PMQ_HIDDEN void pmq_queue_free(pmq_ctx *c);   /* free what is left; after destro
 PMQ_HIDDEN pmq_event *pmq_queue_pop(pmq_ctx *c);
 PMQ_HIDDEN void pmq_event_free(pmq_event *e);
 PMQ_HIDDEN void pmq_wait_idle(pmq_ctx *c);    /* until no paho callback runs */
-PMQ_HIDDEN double pmq_now(void);
 /* bracket every paho call made by a binding thread (see events.c) */
 PMQ_HIDDEN void pmq_paho_enter(void);
-PMQ_HIDDEN void pmq_paho_leave(void);              /* monotonic seconds */
+PMQ_HIDDEN void pmq_paho_leave(void);
 PMQ_HIDDEN void pmq_ws_release(pmq_ctx *c);     /* client.c: the connection ended */
 PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text);
 
