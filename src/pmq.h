@@ -212,13 +212,19 @@ PMQ_HIDDEN void pmq_out_counts(pmq_ctx *c, int *held, size_t *held_bytes, int *i
 /* keepalive.c */
 PMQ_HIDDEN void pmq_ka_watch(pmq_ctx *c);    /* before connecting with a keepalive */
 PMQ_HIDDEN void pmq_ka_unwatch(pmq_ctx *c);  /* before freeing */
-PMQ_HIDDEN int  pmq_ka_failed(pmq_ctx *c);   /* in connectionLost: was it the keepalive? */
-
-PMQ_HIDDEN void pmq_ka_trace(int level, const char *line); /* from trace.c's hook */
+/* in connectionLost (events.c), on the thread that closed the link: did
+ * paho close it because no PINGRESP came? (keepalive.c set ka_fail from the
+ * trace line that came just before). Inline: the thread boundary calls
+ * nothing above it */
+static inline int pmq_ka_failed(pmq_ctx *c)
+{
+    return __atomic_exchange_n(&c->ka_fail, 0, __ATOMIC_SEQ_CST);
+}
 
 /* trace.c: paho's process-wide trace hook */
 typedef struct pmq_trace_line pmq_trace_line;
 PMQ_HIDDEN void pmq_trace_init(void);
+PMQ_HIDDEN void pmq_trace_listen(void (*fn)(int level, const char *line)); /* keepalive.c */
 PMQ_HIDDEN void pmq_trace_protocol(int want);      /* keepalive.c */
 PMQ_HIDDEN void pmq_trace_level(int level);        /* mqtt.trace; 0 = off */
 PMQ_HIDDEN pmq_trace_line *pmq_trace_take(unsigned long *lost);
