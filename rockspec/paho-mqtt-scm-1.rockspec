@@ -60,6 +60,7 @@ build = {
             "src/retire.c",
             "src/probe.c",
             "src/props.c",
+            "src/quirks.c",
             "src/trace.c",
             "src/util.c",
          },

@@ -13,7 +13,6 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #define PAHO(call) (pmq_paho_enter(), rc_ = (call), pmq_paho_leave(), rc_)
@@ -24,53 +23,6 @@ static pmq_ctx *check_open(lua_State *L, const char *fname)
     if (!b->c)
         luaL_error(L, "%s: the client is closed", fname);
     return b->c;
-}
-
-/* keep paho's worker threads alive for the life of the process: when its
- * last handle is destroyed paho stops them, which takes up to 1.1 s, and a
- * program that creates and closes clients one after another would pay that
- * on every close. One idle handle, never connected, avoids it. */
-static pthread_once_t anchor_once = PTHREAD_ONCE_INIT;
-static void make_anchor(void)
-{
-    static MQTTAsync anchor;
-    MQTTAsync_create(&anchor, "tcp://127.0.0.1:1", "paho.mqtt.lua.anchor", MQTTCLIENT_PERSISTENCE_NONE, NULL);
-}
-
-/* paho.mqtt.c keeps its WebSocket receive state in process-wide variables
- * (WebSocket.c: in_frames, frame_buffer), not per connection. When two
- * WebSocket connections receive at once, one reads the other's bytes: both
- * stall, and every later WebSocket connect in the process times out. So the
- * binding lets one client at a time hold a WebSocket connection (from its
- * connect until the connection ends); what paho requires, hence global. */
-static pthread_mutex_t ws_mu = PTHREAD_MUTEX_INITIALIZER;
-static pmq_ctx *ws_owner;
-
-static int is_ws(const char *u)
-{
-    return u && (strncasecmp(u, "ws://", 5) == 0 || strncasecmp(u, "wss://", 6) == 0);
-}
-
-/* takes the WebSocket slot for c, or leaves in buf who holds it; 1 = taken */
-static int ws_acquire(pmq_ctx *c, char *buf, size_t len)
-{
-    int ok;
-    pthread_mutex_lock(&ws_mu);
-    ok = ws_owner == NULL || ws_owner == c;
-    if (ok)
-        ws_owner = c;
-    else
-        snprintf(buf, len, "%s", ws_owner->ka_id ? ws_owner->ka_id : "");
-    pthread_mutex_unlock(&ws_mu);
-    return ok;
-}
-
-void pmq_ws_release(pmq_ctx *c)
-{
-    pthread_mutex_lock(&ws_mu);
-    if (ws_owner == c)
-        ws_owner = NULL;
-    pthread_mutex_unlock(&ws_mu);
 }
 
 static const char *str_field(lua_State *L, int t, const char *k, const char *fname)
@@ -166,11 +118,11 @@ static int l_new(lua_State *L)
     c->max_bytes = (size_t)pmq_opt_int(L, 1, "queue_max_bytes", 0, 0, INT_MAX, fname);
     b->c = c;
 
-    pthread_once(&anchor_once, make_anchor);
+    pmq_keep_paho_threads();
 
     lua_getfield(L, 1, "uris");
     lua_rawgeti(L, -1, 1);
-    c->ws = is_ws(lua_tostring(L, -1));
+    c->ws = pmq_ws_uri(lua_tostring(L, -1));
     c->mk_uri = strdup(lua_tostring(L, -1));
     lua_pop(L, 2);
     c->mk_dir = dir ? strdup(dir) : NULL;
@@ -186,23 +138,6 @@ static int l_new(lua_State *L)
 }
 
 
-/* paho 1.3.12: a connect made within a few milliseconds of destroying a
- * handle sometimes fails at once with "socket error" (its receive thread
- * seems to act on a poll() result for the destroyed handle's socket, whose
- * descriptor the new socket reuses). Connects wait until 50 ms have passed
- * since the last destroy in the process. Milliseconds, monotonic. */
-static long long last_destroy_ms;
-
-static void settle_after_destroy(void)
-{
-    long long last = __atomic_load_n(&last_destroy_ms, __ATOMIC_RELAXED);
-    double left = (double)last / 1000.0 + 0.05 - pmq_now();
-    if (last > 0 && left > 0) {
-        struct timespec ts = {0, (long)(left * 1e9)};
-        nanosleep(&ts, NULL);
-    }
-}
-
 /* destroy fails the pending requests (their callbacks run here, on this
  * thread) and waits for any callback of this client in flight; it sets
  * c->handle to NULL */
@@ -217,7 +152,7 @@ static void destroy_handle(pmq_ctx *c)
     pmq_paho_enter();
     MQTTAsync_destroy(&c->handle);
     pmq_paho_leave();
-    __atomic_store_n(&last_destroy_ms, (long long)(pmq_now() * 1000.0), __ATOMIC_RELAXED);
+    pmq_destroyed(); /* quirks.c: the next connect waits a little */
 }
 
 static void forget_secrets(pmq_ctx *c)
@@ -565,8 +500,8 @@ static int l_connect(lua_State *L)
 
     ws = nuris > 0 ? 0 : c->ws;
     for (int i = 0; i < nuris; i++)
-        ws = ws || is_ws(uris[i]);
-    if (ws && !ws_acquire(c, holder, sizeof holder)) {
+        ws = ws || pmq_ws_uri(uris[i]);
+    if (ws && !pmq_ws_acquire(c, holder, sizeof holder)) {
         MQTTProperties_free(&cprops);
         MQTTProperties_free(&wprops);
         free(uris);
@@ -577,7 +512,7 @@ static int l_connect(lua_State *L)
         lua_pushliteral(L, "busy");
         return 3;
     }
-    settle_after_destroy();
+    pmq_settle_after_destroy();
     rc = PAHO(MQTTAsync_connect(c->handle, o));
     MQTTProperties_free(&cprops);
     MQTTProperties_free(&wprops);

@@ -181,6 +181,14 @@ typedef struct pmq_ctx {
 /* clock.c */
 PMQ_HIDDEN double pmq_now(void);              /* monotonic seconds */
 
+/* quirks.c: paho workarounds with process-wide state */
+PMQ_HIDDEN int  pmq_ws_uri(const char *uri);  /* ws:// or wss:// */
+PMQ_HIDDEN int  pmq_ws_acquire(pmq_ctx *c, char *holder, size_t len); /* one WebSocket client at a time */
+PMQ_HIDDEN void pmq_ws_release(pmq_ctx *c);   /* its connection ended */
+PMQ_HIDDEN void pmq_settle_after_destroy(void); /* before a connect */
+PMQ_HIDDEN void pmq_destroyed(void);          /* after MQTTAsync_destroy */
+PMQ_HIDDEN void pmq_keep_paho_threads(void);  /* before the first handle */
+
 /* events.c: the thread boundary */
 PMQ_HIDDEN int  pmq_queue_init(pmq_ctx *c);
 PMQ_HIDDEN void pmq_queue_close(pmq_ctx *c);  /* wake waiters, mark closing */
@@ -191,7 +199,6 @@ PMQ_HIDDEN void pmq_wait_idle(pmq_ctx *c);    /* until no paho callback runs */
 /* bracket every paho call made by a binding thread (see events.c) */
 PMQ_HIDDEN void pmq_paho_enter(void);
 PMQ_HIDDEN void pmq_paho_leave(void);
-PMQ_HIDDEN void pmq_ws_release(pmq_ctx *c);     /* client.c: the connection ended */
 PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text);
 
 PMQ_HIDDEN pmq_subop *pmq_subop_new(struct pmq_ctx *c, int n);
