@@ -61,6 +61,7 @@ build = {
             "src/probe.c",
             "src/props.c",
             "src/quirks.c",
+            "src/queue.c",
             "src/trace.c",
             "src/util.c",
          },

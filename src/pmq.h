@@ -189,20 +189,29 @@ PMQ_HIDDEN void pmq_settle_after_destroy(void); /* before a connect */
 PMQ_HIDDEN void pmq_destroyed(void);          /* after MQTTAsync_destroy */
 PMQ_HIDDEN void pmq_keep_paho_threads(void);  /* before the first handle */
 
-/* events.c: the thread boundary */
+/* queue.c: the event queue, the lower half of the thread boundary */
 PMQ_HIDDEN int  pmq_queue_init(pmq_ctx *c);
 PMQ_HIDDEN void pmq_queue_close(pmq_ctx *c);  /* wake waiters, mark closing */
 PMQ_HIDDEN void pmq_queue_free(pmq_ctx *c);   /* free what is left; after destroy */
 PMQ_HIDDEN pmq_event *pmq_queue_pop(pmq_ctx *c);
+PMQ_HIDDEN void pmq_queue_push(pmq_ctx *c, pmq_event *e); /* with c->mu held */
+PMQ_HIDDEN void pmq_queue_post(pmq_ctx *c, pmq_event *e); /* a control event; takes c->mu */
+PMQ_HIDDEN int  pmq_queue_full(pmq_ctx *c, size_t add);   /* with c->mu held */
+PMQ_HIDDEN void pmq_queue_wait_space(pmq_ctx *c, size_t add); /* without c->mu: backpressure */
 PMQ_HIDDEN void pmq_event_free(pmq_event *e);
 PMQ_HIDDEN void pmq_wait_idle(pmq_ctx *c);    /* until no paho callback runs */
-/* bracket every paho call made by a binding thread (see events.c) */
+/* bracket every paho call made by a binding thread (see queue.c) */
 PMQ_HIDDEN void pmq_paho_enter(void);
 PMQ_HIDDEN void pmq_paho_leave(void);
-PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text);
 
 PMQ_HIDDEN pmq_subop *pmq_subop_new(struct pmq_ctx *c, int n);
 PMQ_HIDDEN void pmq_subop_free(pmq_subop *op);
+/* with c->mu held: off the client's list, into the spare list; returns it
+ * when it is to be freed (spare list full) */
+PMQ_HIDDEN pmq_subop *pmq_subop_unlist(pmq_ctx *c, pmq_subop *op);
+
+/* events.c: the thread boundary, paho's callbacks */
+PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text);
 
 /* retire.c: a damaged handle is left idle, never destroyed (paho's double free) */
 PMQ_HIDDEN int  pmq_retire(pmq_ctx *c); /* c->handle: retired, or destroyed if it will not settle (-1) */
