@@ -52,6 +52,7 @@ build = {
          sources = {
             "src/client.c",
             "src/clock.c",
+            "src/codes.c",
             "src/core.c",
             "src/events.c",
             "src/host.c",
@@ -62,6 +63,7 @@ build = {
             "src/props.c",
             "src/quirks.c",
             "src/queue.c",
+            "src/requests.c",
             "src/trace.c",
             "src/util.c",
          },

@@ -247,6 +247,7 @@ PMQ_HIDDEN pmq_trace_line *pmq_trace_take(unsigned long *lost);
 PMQ_HIDDEN const char *pmq_trace_text(pmq_trace_line *l, int *level, pmq_trace_line **next);
 PMQ_HIDDEN void pmq_trace_free(pmq_trace_line *l);
 PMQ_HIDDEN void pmq_trace_secret(const char *s, int add);
+PMQ_HIDDEN void pmq_trace_forget(pmq_ctx *c);     /* c->secret: forgotten, freed */
 
 /* paho callbacks; context is the pmq_ctx */
 PMQ_HIDDEN int  pmq_on_message(void *ctx, char *topic, int topiclen, MQTTAsync_message *m);

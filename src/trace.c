@@ -222,3 +222,16 @@ void pmq_trace_secret(const char *s, int add)
     }
     pthread_mutex_unlock(&tr_mu);
 }
+
+/* a client's secrets (c->secret: password, key password) are no longer
+ * kept out of trace lines, and freed: its next connect, its close */
+void pmq_trace_forget(pmq_ctx *c)
+{
+    for (int i = 0; i < 2; i++) {
+        if (c->secret[i]) {
+            pmq_trace_secret(c->secret[i], 0);
+            free(c->secret[i]);
+            c->secret[i] = NULL;
+        }
+    }
+}
