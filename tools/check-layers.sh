@@ -77,7 +77,7 @@ done | awk -v verbose="$verbose" '
         if ((j == i || reach[i, j]) && (name[j] in lua)) {
           bad = 1
           printf "check-layers: %s.c is %s, and uses Lua (%s...)\n", name[j],
-                 j == i ? "the thread boundary" : "called by the thread boundary (events.c)", lua[name[j]]
+                 j == i ? "the thread boundary" : "reached from the thread boundary (events.c)", lua[name[j]]
         }
     }
     if (bad) {
