@@ -14,8 +14,8 @@
 #   CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, LUA_LIBDIR, LUA_SHAREDIR
 #
 # Targets: all (build), test, test-all, ci, demo, bench, asan, valgrind, tsan,
-#          gc-stress, fuzz, lint, install, clean, deps (install the Debian
-#          packages the project needs).
+#          gc-stress, fuzz, lint (layers, then luacheck), layers, install,
+#          clean, deps (install the Debian packages the project needs).
 
 LUA         ?= lua5.4
 LUA_VERSION ?= $(if $(findstring luajit,$(LUA)),jit,$(patsubst lua%,%,$(notdir $(LUA))))
@@ -65,7 +65,7 @@ CORE     := $(BUILD)/paho/mqtt/core.so
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/support/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test test-all ci demo bench bench-raw soak asan asan-build valgrind tsan tsan-build gc-stress gc-stress-build fuzz lint install clean
+.PHONY: all deps test test-all ci demo bench bench-raw soak asan asan-build valgrind tsan tsan-build gc-stress gc-stress-build fuzz lint layers install clean
 
 all: $(CORE) build/tools/faultproxy
 
@@ -228,8 +228,14 @@ build/fuzz/props_fuzz: fuzz/props_fuzz.c $(SRCS) src/pmq.h src/luapmq.h
 	  -std=c99 -Wall -Wextra -D_POSIX_C_SOURCE=200809L -I/usr/include/$(FUZZ_LUA) -I$(PAHO_INCDIR) \
 	  -o $@ fuzz/props_fuzz.c $(SRCS) -l$(FUZZ_LUA) $(LIBS) -lm
 
-lint:
+# luacheck, after `layers`: the C core's files call each other in no circle
+# and nothing below the thread boundary uses Lua (tools/check-layers.sh reads
+# the graph off the objects with nm; docs/architecture.md, Layers)
+lint: layers
 	luacheck lua spec examples bench
+
+layers: $(CORE)
+	@sh tools/check-layers.sh $(BUILD)/obj
 
 install: $(CORE)
 	install -d $(DESTDIR)$(LUA_LIBDIR)/paho/mqtt $(DESTDIR)$(LUA_SHAREDIR)/paho/mqtt

@@ -51,6 +51,8 @@ build = {
       ["paho.mqtt.core"] = {
          sources = {
             "src/client.c",
+            "src/clock.c",
+            "src/codes.c",
             "src/core.c",
             "src/events.c",
             "src/host.c",
@@ -59,6 +61,9 @@ build = {
             "src/retire.c",
             "src/probe.c",
             "src/props.c",
+            "src/quirks.c",
+            "src/queue.c",
+            "src/requests.c",
             "src/trace.c",
             "src/util.c",
          },

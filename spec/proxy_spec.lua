@@ -105,7 +105,7 @@ describe("http_proxy", function()
     local c = assert(mqtt.client { uri = b.tls_uri, id = helper.uid("pxtls") })
     local ok, info = c:connect { http_proxy = proxy.url, timeout = CONNECT_T, tls = { ca_file = pki.ca } }
     c:close()
-    -- KNOWN FAILURE (src/client.c): paho 1.3.12 strips "http://" from
+    -- KNOWN FAILURE (src/requests.c): paho 1.3.12 strips "http://" from
     -- httpProxy but not from httpsProxy (the proxy it uses for TLS), and
     -- looks up "http://127.0.0.1" as a host name (trace: "getaddrinfo
     -- failed for addr http://127.0.0.1"); today connect returns

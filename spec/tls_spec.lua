@@ -154,7 +154,7 @@ describe("tls", function()
 
   it("connects right after another client's failed TLS connect (30 times)", function()
     -- KNOWN FAILURE (intermittent; paho 1.3.12, worked around in
-    -- src/client.c): when a client whose TLS handshake failed (here:
+    -- src/quirks.c): when a client whose TLS handshake failed (here:
     -- certificate verify failed) is closed and a new client connects over
     -- TLS at once, that connect sometimes fails within a millisecond, before
     -- any handshake, with "connect failed: socket error (paho code -1)": 0

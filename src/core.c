@@ -8,7 +8,7 @@
 
 PMQ_EXPORT int luaopen_paho_mqtt_core(lua_State *L);
 
-/* paho's threads live as long as the process (client.c keeps an idle handle
+/* paho's threads live as long as the process (quirks.c keeps an idle handle
  * so they are not stopped and restarted on every close). When the Lua state
  * closes, Lua dlcloses this module and with it libpaho; the threads would
  * then run unmapped code. Pin this module, and so libpaho, for good. */

@@ -50,9 +50,9 @@ static int names_before(const char *line, size_t len, const char *id, size_t idl
     return line[len - endlen - idlen - 1] == ' ' && memcmp(line + len - endlen - idlen, id, idlen) == 0;
 }
 
-/* every line of paho's trace hook (trace.c); on paho's threads, with
- * paho's log mutex held */
-void pmq_ka_trace(int level, const char *line)
+/* every line of paho's trace hook (trace.c's listener, from start()); on
+ * paho's threads, with paho's log mutex held */
+static void ka_trace(int level, const char *line)
 {
     const char *p;
     size_t len;
@@ -128,6 +128,7 @@ static void start(void)
 {
     pthread_t t;
     pthread_attr_t a;
+    pmq_trace_listen(ka_trace);
     pmq_trace_init();
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
@@ -167,13 +168,6 @@ void pmq_ka_unwatch(pmq_ctx *c)
         }
     c->ka_listed = 0;
     pthread_mutex_unlock(&ka_mu);
-}
-
-/* in connectionLost, on the thread that closed the link: did paho close
- * it because no PINGRESP came? (the trace line came just before) */
-int pmq_ka_failed(pmq_ctx *c)
-{
-    return __atomic_exchange_n(&c->ka_fail, 0, __ATOMIC_SEQ_CST);
 }
 
 /* whether the watchdog runs (for stats) */

@@ -72,27 +72,49 @@ typedef struct {
     pmq_ctx *c;
 } pmq_box;
 
+/* the client of a method (argument 1), which must not be closed; raises */
+static inline pmq_ctx *pmq_check_open(lua_State *L, const char *fname)
+{
+    pmq_box *b = luaL_checkudata(L, 1, PMQ_CLIENT_MT);
+    if (!b->c)
+        luaL_error(L, "%s: the client is closed", fname);
+    return b->c;
+}
+
+/* a paho call from the Lua thread, announced (pmq_paho_enter, queue.c);
+ * needs an int rc_ in scope */
+#define PAHO(call) (pmq_paho_enter(), rc_ = (call), pmq_paho_leave(), rc_)
+
 /* client.c */
 PMQ_HIDDEN int pmq_open_client(lua_State *L);
+
+/* requests.c: sets the request methods into the table on top */
+PMQ_HIDDEN void pmq_open_requests(lua_State *L);
 
 /* host.c */
 PMQ_HIDDEN int pmq_open_host(lua_State *L);
 
-/* props.c */
+/* props.c: options */
+PMQ_HIDDEN int pmq_opt_int(lua_State *L, int t, const char *field, int def, int lo, int hi, const char *fname);
+PMQ_HIDDEN const char *pmq_opt_str(lua_State *L, int t, const char *k, const char *fname);
+PMQ_HIDDEN int pmq_opt_bool(lua_State *L, int t, const char *k, int def);
+PMQ_HIDDEN unsigned char *pmq_opt_alpn(lua_State *L, int t, unsigned int *len);
+/* props.c: properties */
 PMQ_HIDDEN void pmq_props_check(lua_State *L, int idx, const char *fname, int version);
 PMQ_HIDDEN void pmq_props_build(lua_State *L, int idx, MQTTProperties *p);
 PMQ_HIDDEN void pmq_props_push(lua_State *L, const MQTTProperties *p);
 
 /* util.c */
 PMQ_HIDDEN int pmq_open_util(lua_State *L);
-PMQ_HIDDEN const char *pmq_reason_name(int code);
-PMQ_HIDDEN const char *pmq_cause_name(int cause);
 PMQ_HIDDEN int pmq_valid_utf8(const unsigned char *s, size_t len);
 /* did you mean: the name of names[0..n-1] closest to name (within 3 edits), or NULL */
 PMQ_HIDDEN const char *pmq_closest(const char *name, const char *const *names, int n);
+
+/* codes.c: paho codes, reason codes and causes in the contract's words */
+PMQ_HIDDEN const char *pmq_reason_name(int code);
+PMQ_HIDDEN const char *pmq_cause_name(int cause);
 PMQ_HIDDEN int pmq_fail(lua_State *L, pmq_ctx *c, const char *what, int rc);
 PMQ_HIDDEN int pmq_fail_msg(lua_State *L, const char *code, const char *fmt, ...);
 PMQ_HIDDEN void pmq_push_notconnected(lua_State *L, pmq_ctx *c);
-PMQ_HIDDEN int pmq_opt_int(lua_State *L, int t, const char *field, int def, int lo, int hi, const char *fname);
 
 #endif

@@ -178,22 +178,40 @@ typedef struct pmq_ctx {
     double ka_heard_at;
 } pmq_ctx;
 
-/* events.c: the thread boundary */
+/* clock.c */
+PMQ_HIDDEN double pmq_now(void);              /* monotonic seconds */
+
+/* quirks.c: paho workarounds with process-wide state */
+PMQ_HIDDEN int  pmq_ws_uri(const char *uri);  /* ws:// or wss:// */
+PMQ_HIDDEN int  pmq_ws_acquire(pmq_ctx *c, char *holder, size_t len); /* one WebSocket client at a time */
+PMQ_HIDDEN void pmq_ws_release(pmq_ctx *c);   /* its connection ended */
+PMQ_HIDDEN void pmq_settle_after_destroy(void); /* before a connect */
+PMQ_HIDDEN void pmq_destroyed(void);          /* after MQTTAsync_destroy */
+PMQ_HIDDEN void pmq_keep_paho_threads(void);  /* before the first handle */
+
+/* queue.c: the event queue, the lower half of the thread boundary */
 PMQ_HIDDEN int  pmq_queue_init(pmq_ctx *c);
 PMQ_HIDDEN void pmq_queue_close(pmq_ctx *c);  /* wake waiters, mark closing */
 PMQ_HIDDEN void pmq_queue_free(pmq_ctx *c);   /* free what is left; after destroy */
 PMQ_HIDDEN pmq_event *pmq_queue_pop(pmq_ctx *c);
+PMQ_HIDDEN void pmq_queue_push(pmq_ctx *c, pmq_event *e); /* with c->mu held */
+PMQ_HIDDEN void pmq_queue_post(pmq_ctx *c, pmq_event *e); /* a control event; takes c->mu */
+PMQ_HIDDEN int  pmq_queue_full(pmq_ctx *c, size_t add);   /* with c->mu held */
+PMQ_HIDDEN void pmq_queue_wait_space(pmq_ctx *c, size_t add); /* without c->mu: backpressure */
 PMQ_HIDDEN void pmq_event_free(pmq_event *e);
 PMQ_HIDDEN void pmq_wait_idle(pmq_ctx *c);    /* until no paho callback runs */
-PMQ_HIDDEN double pmq_now(void);
-/* bracket every paho call made by a binding thread (see events.c) */
+/* bracket every paho call made by a binding thread (see queue.c) */
 PMQ_HIDDEN void pmq_paho_enter(void);
-PMQ_HIDDEN void pmq_paho_leave(void);              /* monotonic seconds */
-PMQ_HIDDEN void pmq_ws_release(pmq_ctx *c);     /* client.c: the connection ended */
-PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text);
+PMQ_HIDDEN void pmq_paho_leave(void);
 
 PMQ_HIDDEN pmq_subop *pmq_subop_new(struct pmq_ctx *c, int n);
 PMQ_HIDDEN void pmq_subop_free(pmq_subop *op);
+/* with c->mu held: off the client's list, into the spare list; returns it
+ * when it is to be freed (spare list full) */
+PMQ_HIDDEN pmq_subop *pmq_subop_unlist(pmq_ctx *c, pmq_subop *op);
+
+/* events.c: the thread boundary, paho's callbacks */
+PMQ_HIDDEN void pmq_set_lost(pmq_ctx *c, int cause, int reason, const char *text);
 
 /* retire.c: a damaged handle is left idle, never destroyed (paho's double free) */
 PMQ_HIDDEN int  pmq_retire(pmq_ctx *c); /* c->handle: retired, or destroyed if it will not settle (-1) */
@@ -210,19 +228,26 @@ PMQ_HIDDEN void pmq_out_counts(pmq_ctx *c, int *held, size_t *held_bytes, int *i
 /* keepalive.c */
 PMQ_HIDDEN void pmq_ka_watch(pmq_ctx *c);    /* before connecting with a keepalive */
 PMQ_HIDDEN void pmq_ka_unwatch(pmq_ctx *c);  /* before freeing */
-PMQ_HIDDEN int  pmq_ka_failed(pmq_ctx *c);   /* in connectionLost: was it the keepalive? */
-
-PMQ_HIDDEN void pmq_ka_trace(int level, const char *line); /* from trace.c's hook */
+/* in connectionLost (events.c), on the thread that closed the link: did
+ * paho close it because no PINGRESP came? (keepalive.c set ka_fail from the
+ * trace line that came just before). Inline: the thread boundary calls
+ * nothing above it */
+static inline int pmq_ka_failed(pmq_ctx *c)
+{
+    return __atomic_exchange_n(&c->ka_fail, 0, __ATOMIC_SEQ_CST);
+}
 
 /* trace.c: paho's process-wide trace hook */
 typedef struct pmq_trace_line pmq_trace_line;
 PMQ_HIDDEN void pmq_trace_init(void);
+PMQ_HIDDEN void pmq_trace_listen(void (*fn)(int level, const char *line)); /* keepalive.c */
 PMQ_HIDDEN void pmq_trace_protocol(int want);      /* keepalive.c */
 PMQ_HIDDEN void pmq_trace_level(int level);        /* mqtt.trace; 0 = off */
 PMQ_HIDDEN pmq_trace_line *pmq_trace_take(unsigned long *lost);
 PMQ_HIDDEN const char *pmq_trace_text(pmq_trace_line *l, int *level, pmq_trace_line **next);
 PMQ_HIDDEN void pmq_trace_free(pmq_trace_line *l);
 PMQ_HIDDEN void pmq_trace_secret(const char *s, int add);
+PMQ_HIDDEN void pmq_trace_forget(pmq_ctx *c);     /* c->secret: forgotten, freed */
 
 /* paho callbacks; context is the pmq_ctx */
 PMQ_HIDDEN int  pmq_on_message(void *ctx, char *topic, int topiclen, MQTTAsync_message *m);

@@ -1,6 +1,12 @@
 /*
- * props.c - MQTT 5 properties: Lua tables <-> paho's MQTTProperties.
+ * props.c - options and MQTT 5 properties, from Lua tables to what paho takes
+ * (and properties back).
  *
+ * Options: pmq_opt_int, pmq_opt_str, pmq_opt_bool read one field of an
+ * option table, checking its type (and range), raising with the option's
+ * name; pmq_opt_alpn builds TLS's ALPN list.
+ *
+ * Properties: Lua tables <-> paho's MQTTProperties.
  * A properties table uses the snake_case names of the MQTT 5 properties:
  *   { content_type = "text/plain", correlation_data = "\0\1",
  *     user = { {"key", "value"}, {"key", "again"} } }
@@ -357,4 +363,89 @@ void pmq_props_push(lua_State *L, const MQTTProperties *p)
         }
         lua_setfield(L, -2, props[i].name);
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* options: one field of an option table, checked; raise when it is bad */
+
+int pmq_opt_int(lua_State *L, int t, const char *field, int def, int lo, int hi, const char *fname)
+{
+    lua_Number v;
+    int r = def;
+    lua_getfield(L, t, field);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "bad option '%s' to %s (number expected, got %s)", field, fname,
+                       luaL_typename(L, -1));
+        v = lua_tonumber(L, -1);
+        if (!(v >= lo && v <= hi)) /* NaN too: (int)NaN is undefined */
+            luaL_error(L, "bad option '%s' to %s (%f out of range %d..%d)", field, fname, (double)v, lo, hi);
+        r = (int)v;
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+const char *pmq_opt_str(lua_State *L, int t, const char *k, const char *fname)
+{
+    const char *s = NULL;
+    lua_getfield(L, t, k);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad option '%s' to %s (string expected, got %s)", k, fname, luaL_typename(L, -1));
+        s = lua_tostring(L, -1);
+    }
+    lua_pop(L, 1); /* the string stays alive: the table holds it */
+    return s;
+}
+
+int pmq_opt_bool(lua_State *L, int t, const char *k, int def)
+{
+    int v = def;
+    lua_getfield(L, t, k);
+    if (!lua_isnil(L, -1))
+        v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+unsigned char *pmq_opt_alpn(lua_State *L, int t, unsigned int *len)
+{
+    /* {"mqtt", "x"} -> "\4mqtt\1x" */
+    size_t total = 0;
+    int n;
+    unsigned char *buf, *p;
+    lua_getfield(L, t, "alpn");
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    n = (int)pmq_rawlen(L, -1);
+    for (int i = 1; i <= n; i++) {
+        size_t l = 0;
+        lua_rawgeti(L, -1, i);
+        if (lua_type(L, -1) != LUA_TSTRING || (l = pmq_rawlen(L, -1)) == 0 || l > 255)
+            luaL_error(L, "bad option 'tls.alpn' to connect (list of 1..255 byte strings expected)");
+        total += 1 + l;
+        lua_pop(L, 1);
+    }
+    /* stays on the stack, freed by the GC. NUL-terminated: paho 1.3.12 copies
+     * it with strlen (no length byte is 0, so that finds the end) */
+    buf = lua_newuserdata(L, total + 1);
+    lua_insert(L, -2);
+    p = buf;
+    for (int i = 1; i <= n; i++) {
+        size_t l;
+        const char *s;
+        lua_rawgeti(L, -1, i);
+        s = lua_tolstring(L, -1, &l);
+        *p++ = (unsigned char)l;
+        memcpy(p, s, l);
+        p += l;
+        lua_pop(L, 1);
+    }
+    *p = 0;
+    lua_pop(L, 1);
+    *len = (unsigned int)total;
+    return total ? buf : NULL;
 }

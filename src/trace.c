@@ -10,6 +10,10 @@
  *
  * No Lua header here: this code runs on paho's threads. paho's trace level
  * is process-wide, so the level set is the most detailed either user wants.
+ *
+ * keepalive.c sits above this file (it turns PROTOCOL lines on and off
+ * through pmq_trace_protocol); the hook reaches it only through the listener
+ * it registers (pmq_trace_listen), so this file calls nothing above it.
  */
 #include "pmq.h"
 
@@ -38,6 +42,9 @@ static size_t queued;
 static unsigned long dropped;
 
 static char *secrets[SECRETS_MAX];
+
+/* keepalive.c's reader of every line, set once before it needs lines */
+static void (*listener)(int level, const char *line);
 
 /* with ap_mu, without tr_mu: set the level paho should trace at */
 static void apply(void)
@@ -86,9 +93,11 @@ static line *redacted(int level, const char *text)
 
 static void hook(enum MQTTASYNC_TRACE_LEVELS level, char *text)
 {
+    void (*fn)(int, const char *) = __atomic_load_n(&listener, __ATOMIC_SEQ_CST);
     if (!text)
         return;
-    pmq_ka_trace((int)level, text);
+    if (fn)
+        fn((int)level, text);
     pthread_mutex_lock(&tr_mu);
     if (user_level && (int)level >= user_level) {
         line *l = redacted((int)level, text);
@@ -125,6 +134,13 @@ static void install(void)
 void pmq_trace_init(void)
 {
     pthread_once(&once, install);
+}
+
+/* keepalive.c: every line the hook gets goes to fn too, on paho's threads,
+ * with paho's log mutex held */
+void pmq_trace_listen(void (*fn)(int level, const char *line))
+{
+    __atomic_store_n(&listener, fn, __ATOMIC_SEQ_CST);
 }
 
 /* keepalive.c's watchdog: PROTOCOL lines wanted or not. Not with ka_mu. */
@@ -205,4 +221,17 @@ void pmq_trace_secret(const char *s, int add)
         }
     }
     pthread_mutex_unlock(&tr_mu);
+}
+
+/* a client's secrets (c->secret: password, key password) are no longer
+ * kept out of trace lines, and freed: its next connect, its close */
+void pmq_trace_forget(pmq_ctx *c)
+{
+    for (int i = 0; i < 2; i++) {
+        if (c->secret[i]) {
+            pmq_trace_secret(c->secret[i], 0);
+            free(c->secret[i]);
+            c->secret[i] = NULL;
+        }
+    }
 }

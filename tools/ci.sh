@@ -2,7 +2,7 @@
 # Usage: tools/ci.sh [part...]
 # What CI runs (.ci/run calls it; docs/testing.md, "What CI runs"):
 #
-#   lint      luacheck (make lint)
+#   lint      the C core's layers and luacheck (make lint)
 #   fuzz      libFuzzer over the option and property code, $FUZZ_SECONDS (60)
 #   lua5.4 lua5.3 lua5.1 luajit
 #             the whole suite on each Lua, against its own build/<lua> core
