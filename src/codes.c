@@ -4,8 +4,12 @@
  * the (nil, message, code) failure triple, the "not connected: ..." message,
  * reason and cause names.
  *
- * All mapping of paho return codes to the binding's (nil, message, code)
- * failure triple lives in pmq_fail.
+ * A paho return code given back by a request (synchronously) becomes the
+ * binding's (nil, message, code) failure triple in pmq_fail. A request that
+ * fails later, in its completion, is named by lua/paho/mqtt/errors.lua,
+ * which needs the client's state to say why (a -11 after close() is
+ * "closed", after a lost session "disconnected"); it reads paho's codes by
+ * name from core.rc (pmq_open_codes), never as bare numbers.
  */
 #include "luapmq.h"
 
@@ -141,3 +145,41 @@ int pmq_fail(lua_State *L, pmq_ctx *c, const char *what, int rc)
     return pmq_fail_msg(L, code, "%s: %s (paho code %d)", what, text ? text : "failed", rc);
 }
 
+
+/* core.rc: paho's return codes by name, so that the Lua layer's mapping of
+ * completion failures (lua/paho/mqtt/errors.lua) names them instead of
+ * repeating paho's numbers */
+void pmq_open_codes(lua_State *L)
+{
+    static const struct {
+        const char *name;
+        int rc;
+    } rcs[] = {
+        {"SUCCESS", MQTTASYNC_SUCCESS},
+        {"FAILURE", MQTTASYNC_FAILURE},
+        {"PERSISTENCE_ERROR", MQTTASYNC_PERSISTENCE_ERROR},
+        {"DISCONNECTED", MQTTASYNC_DISCONNECTED},
+        {"MAX_MESSAGES_INFLIGHT", MQTTASYNC_MAX_MESSAGES_INFLIGHT},
+        {"BAD_UTF8_STRING", MQTTASYNC_BAD_UTF8_STRING},
+        {"NULL_PARAMETER", MQTTASYNC_NULL_PARAMETER},
+        {"TOPICNAME_TRUNCATED", MQTTASYNC_TOPICNAME_TRUNCATED},
+        {"BAD_STRUCTURE", MQTTASYNC_BAD_STRUCTURE},
+        {"BAD_QOS", MQTTASYNC_BAD_QOS},
+        {"NO_MORE_MSGIDS", MQTTASYNC_NO_MORE_MSGIDS},
+        {"OPERATION_INCOMPLETE", MQTTASYNC_OPERATION_INCOMPLETE},
+        {"MAX_BUFFERED_MESSAGES", MQTTASYNC_MAX_BUFFERED_MESSAGES},
+        {"SSL_NOT_SUPPORTED", MQTTASYNC_SSL_NOT_SUPPORTED},
+        {"BAD_PROTOCOL", MQTTASYNC_BAD_PROTOCOL},
+        {"BAD_MQTT_OPTION", MQTTASYNC_BAD_MQTT_OPTION},
+        {"WRONG_MQTT_VERSION", MQTTASYNC_WRONG_MQTT_VERSION},
+        {"ZERO_LEN_WILL_TOPIC", MQTTASYNC_0_LEN_WILL_TOPIC},
+        {"COMMAND_IGNORED", MQTTASYNC_COMMAND_IGNORED},
+        {"MAX_BUFFERED", MQTTASYNC_MAX_BUFFERED},
+    };
+    lua_createtable(L, 0, (int)(sizeof rcs / sizeof rcs[0]));
+    for (size_t i = 0; i < sizeof rcs / sizeof rcs[0]; i++) {
+        lua_pushinteger(L, rcs[i].rc);
+        lua_setfield(L, -2, rcs[i].name);
+    }
+    lua_setfield(L, -2, "rc");
+}

@@ -25,6 +25,7 @@ int luaopen_paho_mqtt_core(lua_State *L)
 {
     pin_self();
     lua_newtable(L);
+    pmq_open_codes(L);
     pmq_open_util(L);
     pmq_open_client(L);
     pmq_open_host(L);

@@ -114,6 +114,7 @@ PMQ_HIDDEN const char *pmq_closest(const char *name, const char *const *names, i
 PMQ_HIDDEN const char *pmq_reason_name(int code);
 PMQ_HIDDEN const char *pmq_cause_name(int cause);
 PMQ_HIDDEN int pmq_fail(lua_State *L, pmq_ctx *c, const char *what, int rc);
+PMQ_HIDDEN void pmq_open_codes(lua_State *L); /* core.rc: paho return codes by name */
 PMQ_HIDDEN int pmq_fail_msg(lua_State *L, const char *code, const char *fmt, ...);
 PMQ_HIDDEN void pmq_push_notconnected(lua_State *L, pmq_ctx *c);
 

@@ -11,6 +11,7 @@ local sched = require "paho.mqtt.scheduler"
 local pcall, tonumber, tostring = pcall, tonumber, tostring
 local now, spawn, sleep = core.now, sched.spawn, sched.sleep
 local fmt = string.format
+local RC = core.rc -- paho's return codes by name (src/codes.c)
 
 local E = {}
 
@@ -91,7 +92,7 @@ function E.op_failure(self, kind, rc, reason, text)
     end
     return "connect failed: " .. t .. (rc and fmt(" (paho code %d)", rc) or ""), "network"
   end
-  if rc == -11 then -- MQTTASYNC_OPERATION_INCOMPLETE
+  if rc == RC.OPERATION_INCOMPLETE then
     if self._closed then return fmt("%s: not completed: the client was closed", kind), "closed" end
     -- paho 1.3.12 fails a request with -11 only when it drops the session
     -- state (MQTTAsync_cleanSession: a CONNACK with session_present false
@@ -108,14 +109,14 @@ function E.op_failure(self, kind, rc, reason, text)
     -- paho reports a 3.1.1 SUBACK failure (0x80) for a single filter as a failure
     return "subscribe refused: the broker returned failure 0x80", "refused", 0x80
   end
-  if rc == -3 then
+  if rc == RC.DISCONNECTED then
     return kind .. ": " .. self._c:not_connected(), "not_connected"
   end
-  if rc == -2 and kind == "publish" then
+  if rc == RC.PERSISTENCE_ERROR and kind == "publish" then
     return "publish: paho could not write the message to its persistence store (paho code -2); "
       .. "the message was not delivered", "error"
   end
-  if rc == -1 and kind == "publish" then
+  if rc == RC.FAILURE and kind == "publish" then
     -- paho 1.3.12 (MQTTAsync_processCommand): writing the PUBLISH failed, so
     -- it closed the connection and failed the request (complete_op marks the
     -- client damaged; core_connect rebuilds paho's handle)

@@ -15,6 +15,7 @@ local pairs, type, setmetatable = pairs, type, setmetatable
 local now, track, wait_for, add_timer = core.now, token.track, sched.wait_for, sched.add_timer
 local clients = sched.clients
 local fmt = string.format
+local RC = core.rc -- paho's return codes by name (src/codes.c)
 
 local W = {}
 
@@ -158,7 +159,7 @@ local QUICK_LOSS, QUICK_LOSSES = 0.5, 3
 function W.publish_failed(self, tok, rc)
   -- (not for a token of a handle already replaced: the core saw the
   -- failure first, see W.before_connect)
-  if (rc == -1 or rc == -2) and tok.qos and tok.qos > 0 and not tok.rebuilt then
+  if (rc == RC.FAILURE or rc == RC.PERSISTENCE_ERROR) and tok.qos and tok.qos > 0 and not tok.rebuilt then
     self._damaged = self._damaged or errors.write_failed(rc)
   end
 end
