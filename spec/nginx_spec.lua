@@ -276,7 +276,11 @@ describe("nginx: the documented configuration under load", function()
     local made = capture("env -u LD_PRELOAD make --no-print-directory -C '" .. root
       .. "' LUA=luajit all 2>&1; echo rc=$?")
     assert(made:match("rc=0%s*$"), "could not build the LuaJIT core (make LUA=luajit all):\n" .. made)
-    broker = helper.broker()
+    -- mosquitto keeps at most max_queued_messages (1000) QoS 1 messages
+    -- per session beyond those in flight and drops the rest, which a slow
+    -- subscriber (this spec's own, under valgrind) reaches in the burst after
+    -- the outage: the spec checks the binding, so the broker drops nothing
+    broker = helper.broker{ config = { "max_queued_messages 0", "max_queued_bytes 0" } }
     prefix = helper.tmpdir() .. "/" .. helper.uid("nginx-doc")
     assert(helper.sh(("mkdir -p %s/logs %s/tmp"):format(prefix, prefix)))
     -- the spec's own subscriber: a session the broker keeps across its restart
@@ -405,7 +409,8 @@ describe("nginx: the documented configuration under load", function()
       return #missing == 0
     end, slow and 60 or 20, mqtt)
     assert.are.equal(0, #missing, #missing .. " messages answered ok did not arrive: "
-      .. table.concat(missing, " ", 1, math.min(#missing, 20)))
+      .. table.concat(missing, " ", 1, math.min(#missing, 20)) .. "\nthe broker's notices of dropped messages: "
+      .. capture("cat " .. broker.dir .. "/mosquitto.log* 2>/dev/null | grep -c 'being dropped'"))
     -- a failure is true: its message did not arrive, unless the answer
     -- said the outcome is unknown (no answer in time, or in flight at a loss)
     helper.eventually(function() return false end, 0.5, mqtt) -- stragglers
