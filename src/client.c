@@ -256,84 +256,105 @@ static void push_message(lua_State *L, pmq_event *e)
     }
 }
 
-/* client:next() -> nil | "message", msg
- *                      | "op", kind, token, ok, rc, reason, text, extra, props
- *                      | "lost", cause, text
- *                      | "disconnected", reason, text, props
- *                      | "delivered" (while watch_restored is on)
- *                      | "published", ids, n: publishes that succeeded
- *                        with reason 0 and no properties, by number, in
- *                        ids[1..n] (the table given as argument, if any) */
+/* client:next([buf]) -> nil | name, record: the next event, as its name
+ * and a record with named fields:
+ *   "message",      msg: topic, payload, qos, retain, dup, id[, properties]
+ *   "op",           {kind, token, ok, rc, reason, text[, session_present]
+ *                    [, codes][, packet][, properties]}: a request completed
+ *                    (kind "connect", "subscribe", "unsubscribe", "publish",
+ *                    "disconnect"); session_present for a connect, codes
+ *                    (the granted QoS or reason codes) for a subscribe or
+ *                    unsubscribe, packet (the MQTT packet type) for a
+ *                    failure that names one
+ *   "lost",         {cause, message}: the connection ended
+ *   "disconnected", {reason, message[, properties]}: the broker's DISCONNECT
+ *   "delivered"     (no record; while watch_restored is on)
+ *   "published",    buf: publishes that succeeded with reason 0 and no
+ *                   properties, batched, their numbers in buf[1..buf.n]
+ *                   (buf is the table given as argument, reused by the
+ *                   caller, or a new one) */
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_props(lua_State *L, pmq_event *e)
+{
+    if (e->has_props) { /* set only when there are some */
+        pmq_props_push(L, &e->props);
+        lua_setfield(L, -2, "properties");
+    }
+}
+
 static int l_next(lua_State *L)
 {
     pmq_ctx *c = pmq_check_open(L, "next");
     pmq_event *e = pmq_queue_pop(c);
-    int n = 0;
+    int n = 2;
     if (!e)
         return 0;
     switch (e->type) {
     case PMQ_EV_MESSAGE:
         lua_pushliteral(L, "message");
         push_message(L, e);
-        n = 2;
         break;
     case PMQ_EV_OP:
         lua_pushliteral(L, "op");
-        lua_pushstring(L, op_names[e->kind]);
-        lua_pushinteger(L, e->token);
+        lua_createtable(L, 0, 8);
+        set_str(L, "kind", op_names[e->kind]);
+        set_int(L, "token", e->token);
         lua_pushboolean(L, e->ok);
-        lua_pushinteger(L, e->rc);
-        lua_pushinteger(L, e->reason);
+        lua_setfield(L, -2, "ok");
+        set_int(L, "rc", e->rc);
+        set_int(L, "reason", e->reason);
         if (e->text)
-            lua_pushstring(L, e->text);
-        else
-            lua_pushnil(L);
-        if (e->kind == PMQ_OP_CONNECT)
+            set_str(L, "text", e->text);
+        if (e->kind == PMQ_OP_CONNECT) {
             lua_pushboolean(L, e->flag);
-        else if (e->nqos > 0)
+            lua_setfield(L, -2, "session_present");
+        } else if (e->nqos > 0) {
             push_codes(L, e);
-        else
-            lua_pushinteger(L, e->flag); /* packet type of a failure */
-        if (e->has_props)
-            pmq_props_push(L, &e->props);
-        else
-            lua_pushnil(L);
-        n = 9;
+            lua_setfield(L, -2, "codes");
+        } else if (e->flag) {
+            set_int(L, "packet", e->flag); /* packet type of a failure */
+        }
+        set_props(L, e);
         break;
     case PMQ_EV_LOST:
         lua_pushliteral(L, "lost");
-        lua_pushstring(L, pmq_cause_name(e->reason));
-        lua_pushstring(L, e->text ? e->text : "");
-        n = 3;
+        lua_createtable(L, 0, 2);
+        set_str(L, "cause", pmq_cause_name(e->reason));
+        set_str(L, "message", e->text ? e->text : "");
         break;
     case PMQ_EV_DELIVERED:
         lua_pushliteral(L, "delivered");
         n = 1;
         break;
     case PMQ_EV_PUBLISHED:
-        /* the numbers go into the table given (reused by the caller), or a
-         * new one */
         lua_pushliteral(L, "published");
         if (lua_istable(L, 2))
             lua_pushvalue(L, 2);
         else
-            lua_createtable(L, e->nqos, 0);
+            lua_createtable(L, e->nqos, 1);
         for (int i = 0; i < e->nqos; i++) {
             lua_pushinteger(L, e->qos[i]);
             lua_rawseti(L, -2, i + 1);
         }
-        lua_pushinteger(L, e->nqos);
-        n = 3;
+        set_int(L, "n", e->nqos);
         break;
     case PMQ_EV_DISCONNECTED:
         lua_pushliteral(L, "disconnected");
-        lua_pushinteger(L, e->reason);
-        lua_pushstring(L, e->text ? e->text : "");
-        if (e->has_props)
-            pmq_props_push(L, &e->props);
-        else
-            lua_pushnil(L);
-        n = 4;
+        lua_createtable(L, 0, 3);
+        set_int(L, "reason", e->reason);
+        set_str(L, "message", e->text ? e->text : "");
+        set_props(L, e);
         break;
     }
     pmq_event_free(e);

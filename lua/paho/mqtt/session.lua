@@ -202,8 +202,11 @@ local function take_over_failed(self, msg, adopt)
   end
 end
 
-local function complete_op(self, kind, tk, ok, rc, reason, text, extra, props)
-  if kind == "connect" then return connect_done(self, ok, rc, reason, text, extra, props) end
+-- r: the "op" record of client:next() (src/client.c): kind, token, ok, rc,
+-- reason, text, session_present | codes | packet, properties
+local function complete_op(self, r)
+  local kind, ok, rc, reason, text = r.kind, r.ok, r.rc, r.reason, r.text
+  if kind == "connect" then return connect_done(self, ok, rc, reason, text, r.session_present, r.properties) end
   if kind == "disconnect" then
     if W.take_over_step(self, core_connect, take_over_failed) then return end
     local tok = self._disconnect_tok
@@ -215,7 +218,7 @@ local function complete_op(self, kind, tk, ok, rc, reason, text, extra, props)
     if tok then finish(tok, true) end
     return
   end
-  local tok = token.take(self, tk)
+  local tok = token.take(self, r.token)
   if not tok then
     -- a publish paho restored from its persistence store: more may wait
     if kind == "publish" then self._kick = true end
@@ -234,15 +237,18 @@ local function complete_op(self, kind, tk, ok, rc, reason, text, extra, props)
     finish(tok, false, fmt("publish refused: %s", reason_text(reason)), "refused")
   else
     -- (a publish's value is never read: no table for it)
-    finish(tok, true, nil, nil, kind ~= "publish" and
-      { codes = type(extra) == "table" and extra or nil, properties = props } or nil)
+    finish(tok, true, nil, nil, kind ~= "publish" and { codes = r.codes, properties = r.properties } or nil)
   end
 end
 
 -----------------------------------------------------------------------------
 -- Events from the core
 
-local function handle_event(self, ev, a, b, c, d, e, f, g, h)
+-- a plain publish success, as complete_op sees it (one record, reused)
+local plain = { kind = "publish", ok = true, rc = 0, reason = 0 }
+
+-- ev, a: an event's name and record (client:next() in src/client.c)
+local function handle_event(self, ev, a)
   if ev == nil then return false end
   if ev == "message" then
     local p = a.properties
@@ -269,22 +275,24 @@ local function handle_event(self, ev, a, b, c, d, e, f, g, h)
     if self._kept and self._consumers_changed then deliver_kept(self, math.huge) end
     if not consume(self, a) then keep(self, a) end -- no consumer yet: it waits for one
   elseif ev == "op" then
-    complete_op(self, a, b, c, d, e, f, g, h)
+    complete_op(self, a)
   elseif ev == "published" then
     -- publishes that succeeded plainly (reason 0, no properties), batched
-    -- in the core: a holds their numbers, b how many
-    for i = 1, b do
+    -- in the core: their numbers in a[1..a.n]
+    for i = 1, a.n do
       if self._closed then break end -- a handler woken by one may close it
-      complete_op(self, "publish", a[i], true, 0, 0)
+      plain.token = a[i]
+      complete_op(self, plain)
     end
   elseif ev == "delivered" then
     self._delivered = true
   elseif ev == "lost" then
-    lost(self, a, b)
+    lost(self, a.cause, a.message)
   elseif ev == "disconnected" then
-    -- the broker's DISCONNECT: reason code a, text b, properties c
-    if c and c.reason_string then b = b .. ": " .. c.reason_string end
-    lost(self, "broker", b, a, c)
+    -- the broker's DISCONNECT: its reason code, text and properties
+    local p, text = a.properties, a.message
+    if p and p.reason_string then text = text .. ": " .. p.reason_string end
+    lost(self, "broker", text, a.reason, p)
   end
   return true
 end
