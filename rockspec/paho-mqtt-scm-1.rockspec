@@ -66,6 +66,7 @@ build = {
             "src/requests.c",
             "src/trace.c",
             "src/util.c",
+            "src/wake.c",
          },
          defines = { "_POSIX_C_SOURCE=200809L" },
          incdirs = { "$(PAHO_MQTT_INCDIR)" },

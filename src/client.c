@@ -112,6 +112,7 @@ static int l_new(lua_State *L)
  * c->handle to NULL */
 static void destroy_handle(pmq_ctx *c)
 {
+    pmq_wake_end(c); /* a connect pending on this handle ends with it */
     if (__atomic_load_n(&c->damaged, __ATOMIC_SEQ_CST) || c->suspect) {
         /* paho would free the damaged publish a second time (retire.c) */
         if (pmq_retire(c) == 0)

@@ -275,6 +275,7 @@ static void connect_ok(pmq_ctx *c, pmq_event *e, const char *uri, int version, i
 void pmq_connect_ok(void *vctx, MQTTAsync_successData *r)
 {
     pmq_ctx *c = vctx;
+    pmq_wake_end(c); /* wake.c: the connect ended */
     pmq_event *e = op_event(PMQ_OP_CONNECT, 1, r ? r->token : 0);
     if (!e)
         return;
@@ -287,6 +288,7 @@ void pmq_connect_ok(void *vctx, MQTTAsync_successData *r)
 void pmq_connect_ok5(void *vctx, MQTTAsync_successData5 *r)
 {
     pmq_ctx *c = vctx;
+    pmq_wake_end(c); /* wake.c: the connect ended */
     pmq_event *e = op_event(PMQ_OP_CONNECT, 1, r ? r->token : 0);
     if (!e)
         return;
@@ -338,12 +340,14 @@ int pmq_on_ssl_error(const char *str, size_t len, void *u)
 void pmq_connect_fail(void *vctx, MQTTAsync_failureData *r)
 {
     pmq_ws_release(vctx); /* the connect ended */
+    pmq_wake_end(vctx);
     fail3(vctx, PMQ_OP_CONNECT, r);
 }
 
 void pmq_connect_fail5(void *vctx, MQTTAsync_failureData5 *r)
 {
     pmq_ws_release(vctx); /* the connect ended */
+    pmq_wake_end(vctx);
     fail5(vctx, PMQ_OP_CONNECT, r);
 }
 

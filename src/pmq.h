@@ -148,6 +148,7 @@ typedef struct pmq_ctx {
      * like damaged, the handle is retired, not destroyed (retire.c) */
     int suspect;
     int retired;   /* handles of this client retired so far (Lua thread) */
+    int waking;    /* a connect of this client counts in wake.c (atomic) */
 
     pmq_outbox out;
     /* called by every publish completion, on the thread paho calls it on
@@ -187,7 +188,13 @@ PMQ_HIDDEN int  pmq_ws_acquire(pmq_ctx *c, char *holder, size_t len); /* one Web
 PMQ_HIDDEN void pmq_ws_release(pmq_ctx *c);   /* its connection ended */
 PMQ_HIDDEN void pmq_settle_after_destroy(void); /* before a connect */
 PMQ_HIDDEN void pmq_destroyed(void);          /* after MQTTAsync_destroy */
+
+/* wake.c: the anchor handle keeps paho's threads alive and wakes paho's
+ * receive thread while a connect waits */
 PMQ_HIDDEN void pmq_keep_paho_threads(void);  /* before the first handle */
+PMQ_HIDDEN int  pmq_wake_up(long *wakes);     /* the anchor is connected to its peer; wakes so far */
+PMQ_HIDDEN void pmq_wake_begin(pmq_ctx *c);   /* before a connect */
+PMQ_HIDDEN void pmq_wake_end(pmq_ctx *c);     /* the connect ended (any thread) */
 
 /* queue.c: the event queue, the lower half of the thread boundary */
 PMQ_HIDDEN int  pmq_queue_init(pmq_ctx *c);

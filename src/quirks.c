@@ -5,8 +5,9 @@
  *
  *  - one WebSocket connection at a time (the thread boundary releases the
  *    slot on paho's threads when a connection ends);
- *  - connects wait 50 ms after a handle was destroyed;
- *  - one idle handle keeps paho's worker threads alive.
+ *  - connects wait 50 ms after a handle was destroyed.
+ * (The anchor handle, which keeps paho's threads alive and wakes its
+ * receive thread while a connect waits, is in wake.c.)
  *
  * A leaf: no Lua header, nothing of the binding called but the clock, so
  * every layer can use it, paho's threads included.
@@ -74,20 +75,4 @@ void pmq_settle_after_destroy(void)
 void pmq_destroyed(void)
 {
     __atomic_store_n(&last_destroy_ms, (long long)(pmq_now() * 1000.0), __ATOMIC_RELAXED);
-}
-
-/* keep paho's worker threads alive for the life of the process: when its
- * last handle is destroyed paho stops them, which takes up to 1.1 s, and a
- * program that creates and closes clients one after another would pay that
- * on every close. One idle handle, never connected, avoids it. */
-static pthread_once_t anchor_once = PTHREAD_ONCE_INIT;
-static void make_anchor(void)
-{
-    static MQTTAsync anchor;
-    MQTTAsync_create(&anchor, "tcp://127.0.0.1:1", "paho.mqtt.lua.anchor", MQTTCLIENT_PERSISTENCE_NONE, NULL);
-}
-
-void pmq_keep_paho_threads(void)
-{
-    pthread_once(&anchor_once, make_anchor);
 }

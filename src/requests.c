@@ -223,12 +223,14 @@ static int l_connect(lua_State *L)
         return 3;
     }
     pmq_settle_after_destroy();
+    pmq_wake_begin(c); /* wake.c: paho's receive thread is woken till it ends */
     rc = PAHO(MQTTAsync_connect(c->handle, o));
     MQTTProperties_free(&cprops);
     MQTTProperties_free(&wprops);
     free(uris);
     if (rc != MQTTASYNC_SUCCESS) {
         pmq_ws_release(c);
+        pmq_wake_end(c);
         return pmq_fail(L, c, "connect", rc);
     }
     lua_pushboolean(L, 1);

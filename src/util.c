@@ -276,12 +276,25 @@ static int l_closest(lua_State *L)
     return 1;
 }
 
+/* core.wake_up() -> up, wakes: whether the anchor handle is connected to
+ * wake.c's peer, which wakes paho's receive thread while a connect waits
+ * (so the Lua layer's UNSUBSCRIBE wake is not needed), and how many wakes
+ * it has written */
+static int l_wake_up(lua_State *L)
+{
+    long n = 0;
+    lua_pushboolean(L, pmq_wake_up(&n));
+    lua_pushinteger(L, (lua_Integer)n);
+    return 2;
+}
+
 int pmq_open_util(lua_State *L)
 {
     static const luaL_Reg pm[] = {{"result", l_probe_result}, {"__gc", l_probe_gc}, {NULL, NULL}};
     static const luaL_Reg f[] = {{"now", l_now}, {"poll", l_poll}, {"reason", l_reason}, {"probe", l_probe},
                                  {"trace_level", l_trace_level}, {"trace_take", l_trace_take},
-                                 {"valid_utf8", l_valid_utf8}, {"closest", l_closest}, {NULL, NULL}};
+                                 {"valid_utf8", l_valid_utf8}, {"closest", l_closest},
+                                 {"wake_up", l_wake_up}, {NULL, NULL}};
     MQTTAsync_nameValue *info = MQTTAsync_getVersionInfo();
     luaL_newmetatable(L, PROBE_MT);
     pmq_setfuncs(L, pm);

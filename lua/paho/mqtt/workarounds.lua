@@ -36,9 +36,15 @@ end
 -- buffered while disconnected (or restored from its store) go out only up
 -- to the broker's Receive Maximum, then wait a second. A request on a
 -- connected client (an UNSUBSCRIBE of a filter nobody uses) makes the
--- broker answer on a socket paho is polling, which wakes it. A lone client
--- has no such socket: it still pays the second (docs/deployment.md).
--- Can go when paho wakes its receive thread for new sockets and commands.
+-- broker answer on a socket paho is polling, which wakes it.
+--
+-- The C core wakes paho for connects itself (src/wake.c: the process's
+-- anchor handle is connected to a loopback peer of ours, which writes to it
+-- every 10 ms while a connect waits), which also serves a lone client; the
+-- connect wakes here are for when that peer could not be set up
+-- (core.wake_up() false). The kick of buffered and restored publishes
+-- stays here. Can go when paho wakes its receive thread for new sockets and
+-- commands.
 
 local WAKE_FILTER = { "$paho-lua/wake" }
 
@@ -51,6 +57,7 @@ end
 -- a connect waiting for its CONNACK (tok): poke another connected client
 -- every 20 ms until it is in (at most 1.5 s)
 function W.wake_connect(self, tok)
+  if core.wake_up() then return end -- src/wake.c does it
   local other = other_connected(self)
   if not other then return end
   local deadline = now() + 1.5
@@ -75,7 +82,7 @@ local function wake_tick(ref)
 end
 
 function W.wake_reconnect(self)
-  if other_connected(self) then
+  if not core.wake_up() and other_connected(self) then
     wake_tick(setmetatable({ c = self, till = now() + 1.5 }, { __mode = "v" }))
   end
 end
