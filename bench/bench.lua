@@ -48,13 +48,16 @@ local function payload_of(size)
   return table.concat(t)
 end
 
+-- connect's max_inflight for the publisher (unset: the binding's default)
+local MAX_INFLIGHT = tonumber(os.getenv("BENCH_MAX_INFLIGHT") or "")
+
 -- a publisher and a subscriber on one topic at qos, both connected
 local function pair(uri, tag, qos)
   local topic = ("bench/lua/%s/%s"):format(pid, tag)
   local sub = assert(mqtt.client { uri = uri, id = "lua-sub-" .. pid })
   local pub = assert(mqtt.client { uri = uri, id = "lua-pub-" .. pid })
   assert(sub:connect {})
-  assert(pub:connect {})
+  assert(pub:connect { max_inflight = MAX_INFLIGHT })
   assert(sub:subscribe(topic, qos))
   return pub, sub, topic
 end

@@ -85,6 +85,52 @@ describe("outbox", function()
     small:stop()
   end)
 
+  it("hands paho at most max_inflight QoS 1/2 publishes (512 by default), within the Receive Maximum", function()
+    -- this broker has no in-flight limit: its Receive Maximum is 65,535
+    local sub = assert(mqtt.client { uri = broker.uri, id = helper.uid("misub") })
+    local got = {}
+    sub:on("message", function(m) got[#got + 1] = m.payload end)
+    assert(sub:connect {})
+    assert(sub:subscribe("mi/t", 2))
+    local function run(opts, n, qos)
+      local pub = assert(mqtt.client { uri = broker.uri, id = helper.uid("mipub"), version = opts.version })
+      local _, info = assert(pub:connect { max_inflight = opts.max_inflight })
+      if pub.version == 5 then assert.are.equal(65535, info.properties.receive_maximum or 65535) end
+      got = {}
+      local last
+      for i = 1, n do last = assert(pub:publish("mi/t", tostring(i), { qos = qos })) end
+      local peak = pub:stats().held_peak
+      local deadline = helper.now() + 30
+      while #got < n and helper.now() < deadline do mqtt.dispatch(0.05) end
+      assert.are.equal(n, #got)
+      for i = 1, n do assert.are.equal(tostring(i), got[i]) end
+      assert.is_true(last:wait(10))
+      assert.are.equal(0, pub:stats().held)
+      pub:close()
+      return peak
+    end
+    -- 5 in flight: nearly all of 200 wait their turn in the outbox
+    assert.is_true(run({ max_inflight = 5 }, 200, 1) >= 100)
+    assert.is_true(run({ max_inflight = 5, version = 4 }, 200, 2) >= 100)
+    -- the default: 2,000 at once, beyond 512 held (acknowledgements come
+    -- back meanwhile, so at most 2,000 - 512)
+    local peak = run({}, 2000, 2)
+    assert.is_true(peak >= 1 and peak <= 2000 - 512, "held at most " .. peak)
+    -- as many as the broker allows: nothing held
+    assert.are.equal(0, run({ max_inflight = 65535 }, 2000, 1))
+    sub:close()
+  end)
+
+  it("raises on a max_inflight outside 1..65535", function()
+    local c = assert(mqtt.client { uri = broker.uri })
+    for _, bad in ipairs { 0, 65536, 1.5, "10" } do
+      local ok, err = pcall(c.connect, c, { max_inflight = bad })
+      assert.is_false(ok)
+      assert.is_truthy(tostring(err):find("max_inflight", 1, true), tostring(err))
+    end
+    c:close()
+  end)
+
   it("a client closed or collected with publishes held frees them and ends their tokens", function()
     local small = helper.broker { config = { "max_inflight_messages 1" } }
     local pub = assert(mqtt.client { uri = small.uri, id = helper.uid("cpub") })

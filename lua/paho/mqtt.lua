@@ -328,6 +328,7 @@ local connect_spec = {
   tls = "table",
   http_proxy = "string",
   properties = class.props_rule,
+  max_inflight = range(1, 65535),
 }
 
 local reconnect_spec = { min = nrange(0.01, 3600), max = nrange(0.01, 86400) }
@@ -439,6 +440,7 @@ function Client:connect(opts)
   local saved = copy(o)
   if opts.credentials then saved.username, saved.password = nil, nil end
   self._copts = saved
+  self._max_inflight = opts.max_inflight
   self._reconnect = reconnect
   -- an unset offline_queue is DEFAULT_OFFLINE with reconnect on: a sensor's
   -- readings wait out a broker restart instead of failing
