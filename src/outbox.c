@@ -50,6 +50,7 @@ int pmq_out_init(pmq_ctx *c)
     pmq_outbox *o = &c->out;
     memset(o, 0, sizeof *o);
     o->recv_max = 65535;
+    o->max2 = 65535;
     if (pthread_mutex_init(&o->mu, NULL) != 0)
         return -1;
     if (pthread_mutex_init(&o->send_mu, NULL) != 0) {
@@ -106,15 +107,20 @@ static int send_now(pmq_ctx *c, pmq_subop *op, const char *topic, MQTTAsync_mess
 
 static int has_room(pmq_outbox *o, int qos)
 {
-    return qos == 0 ? o->inflight0 < PMQ_QOS0_WINDOW : o->inflight < o->recv_max;
+    if (qos == 0)
+        return o->inflight0 < PMQ_QOS0_WINDOW;
+    return o->inflight < o->recv_max && (qos == 1 || o->inflight2 < o->max2);
 }
 
 static void count(pmq_outbox *o, int qos, int d)
 {
-    if (qos == 0)
+    if (qos == 0) {
         o->inflight0 += d;
-    else
+    } else {
         o->inflight += d;
+        if (qos == 2)
+            o->inflight2 += d;
+    }
 }
 
 /* what fails to be handed over fails as paho would have failed it */
@@ -253,11 +259,12 @@ int pmq_out_publish(pmq_ctx *c, pmq_subop *op, const char *topic, MQTTAsync_mess
 }
 
 /* the Lua layer reports a connect: open the window and hand over what fits */
-void pmq_out_open(pmq_ctx *c, int recv_max)
+void pmq_out_open(pmq_ctx *c, int recv_max, int max2)
 {
     pmq_outbox *o = &c->out;
     pthread_mutex_lock(&o->mu);
     o->recv_max = recv_max > 0 ? recv_max : 65535;
+    o->max2 = max2 > 0 ? max2 : 65535;
     pthread_mutex_unlock(&o->mu);
     /* not if the connection has ended meanwhile (pmq_set_lost, under c->mu,
      * closed the window already): the next connect opens it */

@@ -102,7 +102,9 @@ typedef struct pmq_outbox {
     int peak;                    /* the most held at once */
     size_t bytes;                /* their topics and payloads */
     int inflight, inflight0;     /* QoS 1/2, QoS 0 publishes handed to paho, not completed */
+    int inflight2;               /* of inflight, the QoS 2 ones */
     int recv_max;                /* the window for QoS 1/2 */
+    int max2;                    /* and for QoS 2 alone */
 } pmq_outbox;
 
 /* One client: malloc'd, because paho's threads may use it after Lua has
@@ -228,7 +230,7 @@ PMQ_HIDDEN int  pmq_out_init(pmq_ctx *c);
 PMQ_HIDDEN void pmq_out_free(pmq_ctx *c);    /* after paho's handle is gone */
 PMQ_HIDDEN int  pmq_out_publish(pmq_ctx *c, pmq_subop *op, const char *topic, MQTTAsync_message *m,
                                 int hold, int *held);
-PMQ_HIDDEN void pmq_out_open(pmq_ctx *c, int recv_max); /* the Lua layer reports a connect */
+PMQ_HIDDEN void pmq_out_open(pmq_ctx *c, int recv_max, int max2); /* the Lua layer reports a connect */
 PMQ_HIDDEN void pmq_out_shut(pmq_ctx *c);    /* before destroying paho's handle */
 PMQ_HIDDEN void pmq_out_counts(pmq_ctx *c, int *held, size_t *held_bytes, int *inflight, int *peak);
 

@@ -529,14 +529,18 @@ static int l_publish(lua_State *L)
     return 2;
 }
 
-/* client:open_window(recv_max): the Lua layer reports a connect; the
- * outbox hands paho what waits, as far as the window allows */
+/* client:open_window(recv_max[, max2]): the Lua layer reports a connect;
+ * the outbox hands paho what waits, as far as the window allows: at most
+ * recv_max QoS 1/2 publishes in flight, of them at most max2 (default
+ * recv_max) QoS 2 ones */
 static int l_open_window(lua_State *L)
 {
     pmq_ctx *c = pmq_check_open(L, "open_window");
     lua_Integer n = luaL_checkinteger(L, 2);
+    lua_Integer n2 = luaL_optinteger(L, 3, n);
     luaL_argcheck(L, n >= 1 && n <= 65535, 2, "1..65535 expected");
-    pmq_out_open(c, (int)n);
+    luaL_argcheck(L, n2 >= 1 && n2 <= 65535, 3, "1..65535 expected");
+    pmq_out_open(c, (int)n, (int)n2);
     return 0;
 }
 

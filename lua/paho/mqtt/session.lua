@@ -25,15 +25,15 @@ local fmt = string.format
 -- MQTT 3.1/3.1.1 (MQTT 5 uses the broker's Receive Maximum); 20 is
 -- mosquitto's default max_inflight_messages
 local V3_WINDOW = 20
--- and at most this many whatever the broker allows, unless connect's
--- max_inflight says otherwise: paho 1.3.12 gives each new publish a message
--- id by walking its command, in-flight and response lists
--- (MQTTAsync_assignMsgId, MQTTAsyncUtils.c:2731-2733), and looks each
--- acknowledgement up in them, so a window of thousands costs that much per
--- message (QoS 2, 20,000 x 100 B, a broker with no in-flight limit: about
--- 3,600 msg/s with 65,535 in flight, 14,000-16,000 with 128-512:
--- docs/performance.md)
-local MAX_INFLIGHT = 512
+-- QoS 2 publishes in flight, at most, whatever the broker allows, unless
+-- connect's max_inflight says otherwise: with thousands of QoS 2 publishes
+-- in flight paho 1.3.12 slows down 3-4x (QoS 2, 20,000 x 100 B, a broker
+-- with no in-flight limit: about 3,900 msg/s with 65,535 in flight,
+-- 11,000-16,000 with 64-512; QoS 1 is fastest without a cap:
+-- docs/performance.md). paho walks its command, in-flight and response
+-- lists for each new message id (MQTTAsync_assignMsgId,
+-- MQTTAsyncUtils.c:2731-2733) and its in-flight list for acknowledgements.
+local MAX_QOS2 = 512
 
 local N = {}
 
@@ -160,9 +160,10 @@ local function connected(self, tok, again, present, uri, props)
   -- MQTT 3.1/3.1.1 has no Receive Maximum: the same window (V3_WINDOW)
   -- (the outbox, src/outbox.c, hands paho what waits as far as it allows)
   -- (on 3.1.1 the broker announces no limit: max_inflight replaces the guess)
-  self._c:open_window(self.version == 5
-    and math.min(info.properties.receive_maximum or 65535, self._max_inflight or MAX_INFLIGHT)
-    or self._max_inflight or V3_WINDOW)
+  local window = self.version == 5
+    and math.min(info.properties.receive_maximum or 65535, self._max_inflight or 65535)
+    or self._max_inflight or V3_WINDOW
+  self._c:open_window(window, math.min(window, self._max_inflight or MAX_QOS2))
   self._max_packet = info.properties.maximum_packet_size
   self._aliases = {} -- topic aliases live as long as one connection
   self._server_keep_alive = info.properties.server_keep_alive
