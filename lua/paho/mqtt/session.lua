@@ -25,15 +25,6 @@ local fmt = string.format
 -- MQTT 3.1/3.1.1 (MQTT 5 uses the broker's Receive Maximum); 20 is
 -- mosquitto's default max_inflight_messages
 local V3_WINDOW = 20
--- QoS 2 publishes in flight, at most, whatever the broker allows, unless
--- connect's max_inflight says otherwise: with thousands of QoS 2 publishes
--- in flight paho 1.3.12 slows down 3-4x (QoS 2, 20,000 x 100 B, a broker
--- with no in-flight limit: about 3,900 msg/s with 65,535 in flight,
--- 11,000-16,000 with 64-512; QoS 1 is fastest without a cap:
--- docs/performance.md). paho walks its command, in-flight and response
--- lists for each new message id (MQTTAsync_assignMsgId,
--- MQTTAsyncUtils.c:2731-2733) and its in-flight list for acknowledgements.
-local MAX_QOS2 = 512
 
 local N = {}
 
@@ -163,7 +154,7 @@ local function connected(self, tok, again, present, uri, props)
   local window = self.version == 5
     and math.min(info.properties.receive_maximum or 65535, self._max_inflight or 65535)
     or self._max_inflight or V3_WINDOW
-  self._c:open_window(window, math.min(window, self._max_inflight or MAX_QOS2))
+  self._c:open_window(window, math.min(window, self._max_inflight or W.MAX_QOS2))
   self._max_packet = info.properties.maximum_packet_size
   self._aliases = {} -- topic aliases live as long as one connection
   self._server_keep_alive = info.properties.server_keep_alive

@@ -329,4 +329,20 @@ function W.take_over_step(self, connect, failed)
   return true
 end
 
+-----------------------------------------------------------------------------
+-- 4. The QoS 2 in-flight cap (paho 1.3.12).
+--
+-- With thousands of QoS 2 publishes in flight paho slows down 3-4x: it
+-- walks its command, in-flight and response lists for each new message id
+-- (MQTTAsync_assignMsgId, MQTTAsyncUtils.c:2731-2733) and its in-flight
+-- list for acknowledgements (a profile: 31 % of all samples in
+-- cmdMessageIDCompare, messageIDCompare and ListFindItem). Measured, QoS 2,
+-- 20,000 x 100 B, a broker with no in-flight limit, source paho: about
+-- 3,900 msg/s with 65,535 in flight, 11,000-16,000 with 64-512; QoS 1 is
+-- fastest uncapped (docs/performance.md, "The in-flight cap"). So the
+-- session opens the outbox's QoS 2 window at most this wide unless
+-- connect's max_inflight says otherwise. Can go when paho finds message ids
+-- and acknowledgements without walking lists.
+W.MAX_QOS2 = 512
+
 return W
