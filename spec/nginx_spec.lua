@@ -235,6 +235,10 @@ describe("nginx: the documented configuration under load", function()
   local broker, prefix, port, sub
   local mqtt = require "paho.mqtt"
   local slow = os.getenv("PMQ_VALGRIND") or os.getenv("PMQ_SLOW")
+  -- several suites at once on the machine (tools/ci.sh: 4 on 2 cores):
+  -- /health samples of up to ~370 ms come from the scheduler alone; the
+  -- freeze this spec guards against was 1,060-1,084 ms
+  local shared = (tonumber(os.getenv("PMQ_CI_JOBS") or "1") or 1) > 1
 
   local function documented_conf()
     local doc = assert(helper.read(root .. "/docs/event-loops.md"))
@@ -433,7 +437,8 @@ describe("nginx: the documented configuration under load", function()
       codes["200"] or 0, codes["503"] or 0, #health, worst * 1000))
     assert.are.equal(0, failed, "/health failed")
     assert.is_true(#health >= 20)
-    assert.is_true(worst <= (slow and 1.0 or 0.2), ("/health took %.0f ms"):format(worst * 1000))
+    local bound = slow and 1.0 or shared and 0.75 or 0.2
+    assert.is_true(worst <= bound, ("/health took %.0f ms (at most %.0f ms here)"):format(worst * 1000, bound * 1000))
 
     local log = error_log()
     assert.is_nil(log:match("[^\n]*exited on signal[^\n]*"), log:sub(-4000))

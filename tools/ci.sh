@@ -177,8 +177,9 @@ launch() {
   started[$s]=$(date +%s)
   rm -f "$logs/$s.rc"
   # setsid: a process group of its own, so that the suite can be ended with
-  # everything it started when ci.sh is interrupted
-  setsid bash -c "PMQ_SUITE_TIMEOUT=$(limit_of "$s") $(cmd_of "$s") > '$logs/$s.log' 2>&1; echo \$? > '$logs/$s.rc.tmp'; mv '$logs/$s.rc.tmp' '$logs/$s.rc'" \
+  # everything it started when ci.sh is interrupted. PMQ_CI_JOBS tells the
+  # specs that measure a latency how many suites share the machine
+  setsid bash -c "PMQ_CI_JOBS=$jobs PMQ_SUITE_TIMEOUT=$(limit_of "$s") $(cmd_of "$s") > '$logs/$s.log' 2>&1; echo \$? > '$logs/$s.rc.tmp'; mv '$logs/$s.rc.tmp' '$logs/$s.rc'" \
     < /dev/null &
   echo "$!" > "$logs/$s.pid"
   echo "=== ci: $s started ($(cmd_of "$s"); log $logs/$s.log)"
