@@ -199,17 +199,28 @@ describe("core", function()
   end)
 
   it("creates and closes 200 clients without leaking descriptors or threads", function()
-    local fds0, threads0
+    local fds0, threads0, map0
     for i = 1, 200 do
       local c = assert(mqtt.client{ uri = broker.uri, id = helper.uid("many") })
       if i % 4 == 0 then assert(c:connect{}) end
       if i % 8 == 0 then c = nil collectgarbage() else c:close() end -- luacheck: ignore 311
-      if i == 20 then fds0, threads0 = helper.fd_count(), helper.thread_count() end
+      if i == 20 then fds0, threads0, map0 = helper.fd_count(), helper.thread_count(), helper.fd_map() end
     end
     collectgarbage() collectgarbage()
-    local fds1, threads1 = helper.fd_count(), helper.thread_count()
+    -- a leak stays; what an earlier spec left under way (a probe's socket,
+    -- a close in progress) goes within a moment
+    local fds1, threads1
+    helper.eventually(function()
+      collectgarbage()
+      fds1, threads1 = helper.fd_count(), helper.thread_count()
+      return fds1 <= fds0 and threads1 <= threads0
+    end, 3, mqtt)
     print(("\n    fds %d -> %d, threads %d -> %d"):format(fds0, fds1, threads0, threads1))
-    assert.is_true(fds1 <= fds0)
+    local new = {}
+    for fd, target in pairs(helper.fd_map()) do
+      if map0[fd] ~= target then new[#new + 1] = fd .. " -> " .. target end
+    end
+    assert.is_true(fds1 <= fds0, "descriptors new since the 20th client: " .. table.concat(new, ", "))
     assert.is_true(threads1 <= threads0)
   end)
 
