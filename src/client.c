@@ -236,44 +236,6 @@ static void push_codes(lua_State *L, pmq_event *e)
     }
 }
 
-static void push_message(lua_State *L, pmq_event *e)
-{
-    lua_createtable(L, 0, 8);
-    lua_pushlstring(L, e->topic, (size_t)e->topiclen);
-    lua_setfield(L, -2, "topic");
-    lua_pushlstring(L, e->payload, (size_t)e->payloadlen);
-    lua_setfield(L, -2, "payload");
-    lua_pushinteger(L, e->mqos);
-    lua_setfield(L, -2, "qos");
-    lua_pushboolean(L, e->retained);
-    lua_setfield(L, -2, "retain");
-    lua_pushboolean(L, e->dup);
-    lua_setfield(L, -2, "dup");
-    lua_pushinteger(L, e->msgid);
-    lua_setfield(L, -2, "id");
-    if (e->has_props) { /* set only when there are some */
-        pmq_props_push(L, &e->props);
-        lua_setfield(L, -2, "properties");
-    }
-}
-
-/* client:next([buf]) -> nil | name, record: the next event, as its name
- * and a record with named fields:
- *   "message",      msg: topic, payload, qos, retain, dup, id[, properties]
- *   "op",           {kind, token, ok, rc, reason, text[, session_present]
- *                    [, codes][, packet][, properties]}: a request completed
- *                    (kind "connect", "subscribe", "unsubscribe", "publish",
- *                    "disconnect"); session_present for a connect, codes
- *                    (the granted QoS or reason codes) for a subscribe or
- *                    unsubscribe, packet (the MQTT packet type) for a
- *                    failure that names one
- *   "lost",         {cause, message}: the connection ended
- *   "disconnected", {reason, message[, properties]}: the broker's DISCONNECT
- *   "delivered"     (no record; while watch_restored is on)
- *   "published",    buf: publishes that succeeded with reason 0 and no
- *                   properties, batched, their numbers in buf[1..buf.n]
- *                   (buf is the table given as argument, reused by the
- *                   caller, or a new one) */
 static void set_int(lua_State *L, const char *k, lua_Integer v)
 {
     lua_pushinteger(L, v);
@@ -294,6 +256,39 @@ static void set_props(lua_State *L, pmq_event *e)
     }
 }
 
+static void push_message(lua_State *L, pmq_event *e)
+{
+    lua_createtable(L, 0, 8);
+    lua_pushlstring(L, e->topic, (size_t)e->topiclen);
+    lua_setfield(L, -2, "topic");
+    lua_pushlstring(L, e->payload, (size_t)e->payloadlen);
+    lua_setfield(L, -2, "payload");
+    set_int(L, "qos", e->mqos);
+    lua_pushboolean(L, e->retained);
+    lua_setfield(L, -2, "retain");
+    lua_pushboolean(L, e->dup);
+    lua_setfield(L, -2, "dup");
+    set_int(L, "id", e->msgid);
+    set_props(L, e);
+}
+
+/* client:next([buf]) -> nil | name, record: the next event, as its name
+ * and a record with named fields:
+ *   "message",      msg: topic, payload, qos, retain, dup, id[, properties]
+ *   "op",           {kind, token, ok, rc, reason, text[, session_present]
+ *                    [, codes][, packet][, properties]}: a request completed
+ *                    (kind "connect", "subscribe", "unsubscribe", "publish",
+ *                    "disconnect"); session_present for a connect, codes
+ *                    (the granted QoS or reason codes) for a subscribe or
+ *                    unsubscribe, packet (the MQTT packet type) for a
+ *                    failure that names one
+ *   "lost",         {cause, message}: the connection ended
+ *   "disconnected", {reason, message[, properties]}: the broker's DISCONNECT
+ *   "delivered"     (no record; while watch_restored is on)
+ *   "published",    buf: publishes that succeeded with reason 0 and no
+ *                   properties, batched, their numbers in buf[1..buf.n]
+ *                   (buf is the table given as argument, reused by the
+ *                   caller, or a new one) */
 static int l_next(lua_State *L)
 {
     pmq_ctx *c = pmq_check_open(L, "next");

@@ -148,9 +148,9 @@ local function connected(self, tok, again, present, uri, props)
     if uri and u:sub(-#uri - 3) == "://" .. uri then uri = self._given[i] or u break end
   end
   local info = { session_present = present, uri = uri, properties = props or {}, reconnect = again }
-  -- MQTT 3.1/3.1.1 has no Receive Maximum: the same window (V3_WINDOW)
-  -- (the outbox, src/outbox.c, hands paho what waits as far as it allows)
-  -- (on 3.1.1 the broker announces no limit: max_inflight replaces the guess)
+  -- the outbox (src/outbox.c) hands paho what waits as far as the window
+  -- allows: the broker's Receive Maximum, or on 3.1/3.1.1, which has none,
+  -- connect's max_inflight or the guess V3_WINDOW; QoS 2 at most W.MAX_QOS2
   local window = self.version == 5
     and math.min(info.properties.receive_maximum or 65535, self._max_inflight or 65535)
     or self._max_inflight or V3_WINDOW
