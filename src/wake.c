@@ -135,15 +135,17 @@ static void *peer(void *arg)
     pthread_mutex_lock(&mu);
     for (;;) {
         struct timespec ts;
+        ssize_t sent;
         while (pending == 0 || pmq_now() > until)
             pthread_cond_wait(&cv, &mu);
         pthread_mutex_unlock(&mu);
         /* never blocks: paho reads them, and while its receive thread
          * waits (the event queue's backpressure) a full buffer just skips */
-        if (send(fd, pingresp, sizeof pingresp, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN &&
-            errno != EWOULDBLOCK)
+        sent = send(fd, pingresp, sizeof pingresp, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             break;
-        __atomic_add_fetch(&wakes, 1, __ATOMIC_RELAXED);
+        if (sent > 0)
+            __atomic_add_fetch(&wakes, 1, __ATOMIC_RELAXED);
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += WAKE_EVERY_NS;
         if (ts.tv_nsec >= 1000000000L) {
